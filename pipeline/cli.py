@@ -1,0 +1,234 @@
+"""Command line: ``python -m pipeline {tune,train,evaluate} ...``; the one place where config,
+core, tracking and tuning are wired together.
+
+    python -m pipeline tune --config experiments/default.yaml --cells lstm,gru --n-trials 30
+    python -m pipeline train --config experiments/tutorial.yaml --cell rnn
+    python -m pipeline evaluate --model-uri models:/sin2cos-lstm@champion --data all
+
+Heavy imports (torch, mlflow, optuna) happen inside the commands, so ``--help`` answers fast.
+Bad input ends with one line on stderr and exit status 2, before any run or study is created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pipeline.config import ConfigError, ExperimentConfig, load_config
+
+log = logging.getLogger("pipeline")
+
+DEFAULT_CONFIG = "experiments/default.yaml"
+
+
+class UsageError(Exception):
+    """Bad input caught before any work: reported in one line, exit status 2."""
+
+
+def _optional(kind: type) -> Any:
+    """An argparse type that reads an empty string as 'not given' (MLproject defaults)."""
+
+    def parse(text: str) -> Any:
+        if text.strip() == "":
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="experiment YAML (default: %(default)s)")
+    p.add_argument("--device", type=_optional(str), help="auto, cpu or cuda (overrides train.device)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field by dotted name, e.g. --set train.steps=200")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="Tune, train and evaluate recurrent cells (rnn, lstm, gru) on sin -> cos, "
+                    "tracked in MLflow, tuned with Optuna.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    tune = sub.add_parser("tune", help="one Optuna study per cell; registers each champion")
+    _add_common(tune)
+    tune.add_argument("--cells", type=_optional(str), help="comma-separated, e.g. rnn,lstm,gru")
+    tune.add_argument("--n-trials", type=_optional(int),
+                      help="total trials per study (a resumed study runs only the missing ones)")
+    tune.add_argument("--storage", type=_optional(str),
+                      help="Optuna storage URL (default from config: sqlite:///optuna.db)")
+    tune.add_argument("--study-name", type=_optional(str),
+                      help="study name prefix; each cell's study is <name>-<cell>")
+
+    train = sub.add_parser("train", help="one tracked training run at a given hidden size and lr")
+    _add_common(train)
+    train.add_argument("--cell", type=_optional(str), help="rnn, lstm or gru")
+    train.add_argument("--hidden-size", type=_optional(int), help="overrides model.hidden_size")
+    train.add_argument("--lr", type=_optional(float), help="overrides train.lr")
+    train.add_argument("--register", action="store_true",
+                       help="register the model and offer it for the champion alias")
+
+    ev = sub.add_parser("evaluate", help="score a logged or registered model on held-out data")
+    ev.add_argument("--model-uri", required=True, help="e.g. models:/sin2cos-lstm@champion")
+    ev.add_argument("--config", default=DEFAULT_CONFIG, help="experiment YAML with the data sets")
+    ev.add_argument("--data", default="all", help="val, a test set's name, or all (default)")
+    ev.add_argument("--plot", type=_optional(str), help="save a prediction plot (PNG) here")
+    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def _overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = value
+    for attr, key in flags.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def load(args: argparse.Namespace, flags: dict[str, str]) -> ExperimentConfig:
+    """The config file with --set and the command's own flags applied on top."""
+    return load_config(args.config, _overrides(args, flags))
+
+
+def _setup_torch(cfg: ExperimentConfig) -> None:
+    import torch
+
+    torch.set_num_threads(cfg.train.threads)
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' asked for, but torch sees no CUDA device")
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    cfg = load(args, {"cells": "study.cells", "n_trials": "study.n_trials",
+                      "storage": "study.storage", "study_name": "study.name",
+                      "device": "train.device"})
+    from pipeline import tuning
+
+    try:
+        tuning.check_storage_url(cfg.study.storage)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    _setup_torch(cfg)
+    from pipeline.config import flatten
+    from pipeline.report import summary_table
+    from pipeline.tracking import Tracker
+
+    tracker = Tracker(cfg.tracking.experiment)
+    storage = tuning.make_storage(cfg.study.storage)
+    job_run, owned = tracker.job_run_id(f"tune-{cfg.study.name}")
+    with tracker.ending(job_run) if owned else contextlib.nullcontext():
+        params = {**flatten(cfg), "study.storage": tuning.mask_url(cfg.study.storage)}
+        tracker.log_params(job_run, params, tags={"cellstudy.level": "job"})
+        outcomes = []
+        for cell in cfg.study.cells:
+            log.info("study %s-%s: %d trials in all", cfg.study.name, cell, cfg.study.n_trials)
+            outcomes.append(tuning.run_study(cfg, cell, tracker, job_run, storage,
+                                             progress=not args.quiet))
+        table = summary_table(outcomes, cfg)
+        tracker.log_text(job_run, table, "summary.md")
+    print(table)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = load(args, {"cell": "model.cell", "hidden_size": "model.hidden_size",
+                      "lr": "train.lr", "device": "train.device"})
+    _setup_torch(cfg)
+    from pipeline.config import flatten, to_dict
+    from pipeline.data import make_eval_set
+    from pipeline.plots import prediction_figure
+    from pipeline.tracking import Tracker
+    from pipeline.train import build_model, fit, predict, resolve_device
+
+    tracker = Tracker(cfg.tracking.experiment)
+    name = f"train-{cfg.model.cell}-h{cfg.model.hidden_size}"
+    run_id, owned = tracker.job_run_id(name)
+    with tracker.ending(run_id) if owned else contextlib.nullcontext():
+        tracker.log_params(run_id, {**flatten(cfg), "cell": cfg.model.cell,
+                                    "hidden_size": cfg.model.hidden_size, "lr": cfg.train.lr},
+                           tags={"device": str(resolve_device(cfg.train.device)),
+                                 "cellstudy.level": "train"})
+        buffer = tracker.metric_buffer(run_id)
+        val = make_eval_set(cfg.data, cfg.data.val)
+        try:
+            result = fit(cfg, callbacks=[buffer, _progress_line(args.quiet)], val=val)
+        finally:
+            buffer.flush()
+        tracker.log_metrics(run_id, {"val/mse_best": result.best_val,
+                                     "train/seconds": result.seconds})
+        model = build_model(cfg.model, result.state_dict)
+        tracker.log_figure(run_id, prediction_figure(val, predict(model, val), cfg.data.warmup,
+                                                     name, cfg.tracking.plot_windows),
+                           "plots/val_predictions.png")
+        tracker.log_checkpoint(run_id, result.state_dict, to_dict(cfg.model))
+        uri = tracker.log_model(run_id)
+        if args.register:
+            reg = f"{cfg.tracking.registry_prefix}-{cfg.model.cell}"
+            version, moved = tracker.promote(reg, uri, result.best_val, cfg.tracking.alias,
+                                             {"run_id": run_id, "cell": cfg.model.cell})
+            print(f"registered {reg} v{version}" + (f" as @{cfg.tracking.alias}" if moved else ""))
+    print(f"{name}: val/mse_best {result.best_val:.4g} at step {result.best_step} on "
+          f"{result.device} in {result.seconds:.1f} s; run {run_id}; model {uri}")
+    return 0
+
+
+def _progress_line(quiet: bool):
+    def callback(step: int, metrics: dict[str, float]) -> None:
+        if not quiet:
+            print(f"step {step:5d}  train/loss {metrics['train/loss']:.4g}  "
+                  f"val/mse {metrics['val/mse']:.4g}", file=sys.stderr)
+
+    return callback
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    cfg = load(args, {})
+    names = ["val", *(t.name for t in cfg.data.tests)]
+    chosen = names if args.data == "all" else [args.data]
+    if chosen[0] not in names:
+        raise UsageError(f"unknown data set {args.data!r} (valid: all, {', '.join(names)})")
+    from pipeline.evaluation import evaluate_uri
+
+    rows, fig = evaluate_uri(args.model_uri, cfg, chosen, plot=args.plot is not None)
+    print(f"{'data set':<12} {'model MSE':>12} {'zero':>10} {'linear rule':>12}")
+    for name, mse, zero, rule in rows:
+        print(f"{name:<12} {mse:>12.4g} {zero:>10.4g} {rule:>12.3g}")
+    if fig is not None:
+        fig.savefig(args.plot, dpi=100)
+        print(f"plot saved to {args.plot}")
+    return 0
+
+
+COMMANDS = {"tune": cmd_tune, "train": cmd_train, "evaluate": cmd_evaluate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "optuna", "mlflow", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, UsageError, LookupError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: open runs were ended as KILLED; run again to resume",
+              file=sys.stderr)
+        return 130

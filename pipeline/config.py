@@ -1,0 +1,370 @@
+"""Typed, frozen experiment configuration, loaded from YAML with dotted overrides.
+
+An experiment file is a small diff over the defaults below: any key it leaves out keeps its
+default, any key it names that does not exist is an error. Values are converted by the field's
+declared type, because PyYAML reads ``1e-3`` as the string ``"1e-3"``.
+
+    >>> from pipeline.config import load_config
+    >>> cfg = load_config("experiments/smoke.yaml", {"train.lr": "3e-3"})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CELLS = ("rnn", "lstm", "gru")
+PROTOCOLS = ("default", "tutorial")
+DEVICES = ("auto", "cpu", "cuda")
+EVAL_KINDS = ("random", "tutorial")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a one-line message that names it."""
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _check_range(name: str, bounds: tuple[float, float], *, positive: bool = True) -> None:
+    low, high = bounds
+    if positive:
+        _check(low > 0 and high > 0, f"{name} must be positive, got [{low}, {high}]")
+    _check(low <= high, f"{name} is reversed: low {low} > high {high}")
+
+
+@dataclass(frozen=True)
+class EvalSetConfig:
+    """One held-out set of windows, drawn once from its own seed."""
+
+    name: str
+    """Metric namespace: scores are logged as ``test/<name>/mse``."""
+    kind: str = "random"
+    """``random``: independent windows at random phases, each from a fresh hidden state;
+    ``tutorial``: the tutorial's consecutive windows over [s*pi, (s+1)*pi], state carried."""
+    n: int = 256
+    """Number of windows."""
+    seq_len: int = 0
+    """Points per window; 0 means the training window length."""
+    spacing: tuple[float, float] = (0.0, 0.0)
+    """Range of the time step between points; (0, 0) means the training range."""
+    frequency: tuple[float, float] = (0.0, 0.0)
+    """Range of the angular frequency; (0, 0) means the training range."""
+    start: int = 0
+    """For ``tutorial`` sets: index s of the first window (the tutorial trains on s = 0..59)."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name) and "/" not in self.name, f"eval set name {self.name!r} invalid")
+        _check(self.kind in EVAL_KINDS, f"eval set {self.name}: unknown kind {self.kind!r} "
+               f"(valid: {', '.join(EVAL_KINDS)})")
+        _check(self.n > 0, f"eval set {self.name}: n must be positive, got {self.n}")
+        _check(self.seq_len >= 0, f"eval set {self.name}: seq_len must be >= 0")
+        for name in ("spacing", "frequency"):
+            bounds = getattr(self, name)
+            if bounds != (0.0, 0.0):
+                _check_range(f"eval set {self.name}: {name}", bounds)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How windows of sin (input) and cos (target) are made."""
+
+    protocol: str = "default"
+    """``default``: random-phase windows in batches, stateless; ``tutorial``: the seed's 60
+    consecutive windows over [s*pi, (s+1)*pi], batch 1, hidden state carried between them."""
+    seq_len: int = 20
+    """Points per training window (the tutorial uses 10)."""
+    spacing: tuple[float, float] = (0.1, 0.4)
+    """Training range of the time step between consecutive points."""
+    frequency: tuple[float, float] = (0.5, 1.5)
+    """Training range of the angular frequency. Only the product frequency * spacing, the phase
+    step between points, reaches the model, so both ranges together set what it must handle."""
+    warmup: int = 3
+    """Leading points of each window left out of the loss and every metric: cos t is not a
+    function of one sin value, and with an unknown phase step three points are needed to fix it
+    (sin(t+d) + sin(t-d) = 2 sin t cos d). 0 scores every point, as the tutorial does."""
+    val: EvalSetConfig = EvalSetConfig(name="val", n=256)
+    """The validation set: model selection and pruning look at it only."""
+    tests: tuple[EvalSetConfig, ...] = (
+        EvalSetConfig(name="in_dist", n=512),
+        EvalSetConfig(name="wide_step", n=512, spacing=(0.4, 0.6)),
+        EvalSetConfig(name="long", n=128, seq_len=100),
+        EvalSetConfig(name="tutorial", kind="tutorial", n=20, start=60),
+    )
+    """Held-out test sets, scored once for each study's best model."""
+    seed: int = 0
+    """Seed of every data set; the validation and test sets derive their own from it."""
+
+    def __post_init__(self) -> None:
+        _check(self.protocol in PROTOCOLS,
+               f"unknown data.protocol {self.protocol!r} (valid: {', '.join(PROTOCOLS)})")
+        _check(self.seq_len > 0, f"data.seq_len must be positive, got {self.seq_len}")
+        _check_range("data.spacing", self.spacing)
+        _check_range("data.frequency", self.frequency)
+        _check(0 <= self.warmup < self.seq_len,
+               f"data.warmup must be in [0, seq_len), got {self.warmup}")
+        names = [t.name for t in self.tests]
+        _check(len(set(names)) == len(names), f"data.tests names repeat: {names}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The sequence regressor: one recurrent cell and a linear head."""
+
+    cell: str = "lstm"
+    """Recurrent cell: rnn, lstm or gru."""
+    hidden_size: int = 32
+    """Width of the hidden state."""
+    num_layers: int = 1
+    """Stacked recurrent layers."""
+
+    def __post_init__(self) -> None:
+        _check(self.cell in CELLS, f"unknown cell {self.cell!r} (valid: {', '.join(CELLS)})")
+        _check(self.hidden_size > 0, f"model.hidden_size must be positive, got {self.hidden_size}")
+        _check(self.num_layers > 0, f"model.num_layers must be positive, got {self.num_layers}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run."""
+
+    lr: float = 0.01
+    """Adam's learning rate."""
+    steps: int = 400
+    """Optimizer steps (for the tutorial protocol: windows, one per step)."""
+    batch_size: int = 64
+    """Windows per step (the tutorial protocol always uses 1)."""
+    eval_every: int = 25
+    """Steps between validation passes; also the pruner's reporting interval."""
+    grad_clip: float = 1.0
+    """Max gradient norm: recurrent nets explode now and then, and one bad step should not
+    waste a trial. 0 disables clipping."""
+    seed: int = 0
+    """Seed of the weights; the same for every trial, so trials differ only by their params."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu or cuda."""
+    threads: int = 1
+    """Torch CPU threads per process: at these sizes one is as fast as two."""
+
+    def __post_init__(self) -> None:
+        _check(math.isfinite(self.lr) and self.lr > 0, f"train.lr must be positive, got {self.lr}")
+        _check(self.steps > 0, f"train.steps must be positive, got {self.steps}")
+        _check(self.batch_size > 0, f"train.batch_size must be positive, got {self.batch_size}")
+        _check(self.eval_every > 0, f"train.eval_every must be positive, got {self.eval_every}")
+        _check(self.grad_clip >= 0, f"train.grad_clip must be >= 0, got {self.grad_clip}")
+        _check(self.device in DEVICES,
+               f"unknown train.device {self.device!r} (valid: {', '.join(DEVICES)})")
+        _check(self.threads > 0, f"train.threads must be positive, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """The per-cell Optuna studies: cells are the scientific parameter, hidden size and learning
+    rate the nuisance parameters tuned away inside each study."""
+
+    cells: tuple[str, ...] = CELLS
+    """Cells to study, one study each."""
+    n_trials: int = 20
+    """Total trials per study (a resumed study runs only the missing ones)."""
+    name: str = "sin2cos"
+    """Study name prefix: the study of a cell is named ``<name>-<cell>``."""
+    storage: str = "sqlite:///optuna.db"
+    """Optuna storage URL, shared by all workers of a study."""
+    hidden_size: tuple[int, int] = (8, 128)
+    """Search range of model.hidden_size, log-scaled."""
+    lr: tuple[float, float] = (1e-3, 3e-2)
+    """Search range of train.lr, log-scaled."""
+    sampler_seed: int = 0
+    """Seed of the TPE sampler."""
+    pruner_startup_trials: int = 5
+    """Trials that run to the end before the median pruner may stop any."""
+    pruner_warmup_steps: int = 100
+    """Steps of each trial before it may be pruned."""
+
+    def __post_init__(self) -> None:
+        _check(len(self.cells) > 0, "study.cells is empty")
+        for cell in self.cells:
+            _check(cell in CELLS, f"unknown cell {cell!r} (valid: {', '.join(CELLS)})")
+        _check(len(set(self.cells)) == len(self.cells), f"study.cells repeat: {self.cells}")
+        _check(self.n_trials > 0, f"n_trials must be positive, got {self.n_trials}")
+        _check(bool(self.name), "study.name is empty")
+        _check(bool(self.storage), "study.storage is empty")
+        _check_range("study.hidden_size", self.hidden_size)
+        _check_range("study.lr", self.lr)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where and how runs and models are recorded."""
+
+    experiment: str = "sin2cos"
+    """MLflow experiment (ignored under ``mlflow run``, which picks the experiment itself)."""
+    registry_prefix: str = "sin2cos"
+    """Registered models are named ``<prefix>-<cell>``."""
+    alias: str = "champion"
+    """Alias that points at each cell's best version."""
+    plot_windows: int = 4
+    """Held-out windows drawn in each prediction plot."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.registry_prefix), "tracking.registry_prefix is empty")
+        _check(bool(self.alias), "tracking.alias is empty")
+        _check(self.plot_windows > 0, "tracking.plot_windows must be positive")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything one job needs; ``experiments/*.yaml`` are diffs over these defaults."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def replace(self, overrides: dict[str, Any]) -> ExperimentConfig:
+        """Returns a copy with dotted keys (``train.lr``) set, converted by field type.
+
+        Args:
+            overrides: dotted key -> value (strings are parsed as the field's type).
+        """
+        tree = to_dict(self)
+        for key, value in overrides.items():
+            _set_dotted(tree, key, value)
+        return _build(ExperimentConfig, tree, "")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain nested dicts and lists (the inverse of loading)."""
+    return dataclasses.asdict(cfg)
+
+
+def flatten(cfg: Any) -> dict[str, Any]:
+    """The config as ``{"train.lr": 0.01, ...}``, for MLflow params."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else key, value)
+        elif isinstance(node, list | tuple) and node and isinstance(node[0], dict):
+            for item in node:
+                walk(f"{prefix}.{item['name']}", {k: v for k, v in item.items() if k != "name"})
+        else:
+            out[prefix] = list(node) if isinstance(node, tuple) else node
+
+    walk("", to_dict(cfg))
+    return out
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Loads an experiment file over the defaults, then applies dotted overrides.
+
+    Args:
+        path: a YAML file whose top-level keys are sections of ExperimentConfig.
+        overrides: dotted key -> value, applied after the file.
+
+    Raises:
+        ConfigError: missing or malformed file, unknown key, or a value of the wrong type.
+    """
+    import yaml  # only the loaders need it; `--help` does not
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: malformed YAML{where}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    try:
+        cfg = _build(ExperimentConfig, tree, "")
+        return cfg.replace(overrides or {})
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node: Any = tree
+    for part in parts[:-1]:
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"unknown key {key!r}")
+        node = node[part]
+    if not isinstance(node, dict) or parts[-1] not in node:
+        raise ConfigError(f"unknown key {key!r}")
+    node[parts[-1]] = value
+
+
+def _build(cls: type, tree: Any, prefix: str) -> Any:
+    """Builds dataclass ``cls`` from a mapping, converting each value by its field's type."""
+    if isinstance(tree, cls):
+        return tree
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {tree!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(tree) - fields)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown key {where}{unknown[0]!r} (valid: {', '.join(sorted(fields))})")
+    kwargs = {name: _convert(hints[name], value, f"{prefix}.{name}" if prefix else name)
+              for name, value in tree.items()}
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, key) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{key} must have {len(args)} items, got {list(value)!r}")
+        return tuple(_convert(a, v, key) for a, v in zip(args, value, strict=True))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        try:
+            number = float(value) if tp is float else _to_int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be {tp.__name__}, got {value!r}") from None
+        return number
+    if tp is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover - our own schema
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        number = float(value)
+        if number.is_integer():
+            return int(number)
+    raise ValueError(value)

@@ -1,0 +1,69 @@
+"""The registered model: a small ``mlflow.pyfunc.PythonModel`` over a state dict.
+
+Why not ``mlflow.pytorch.log_model``: MLflow 3.17 saves in the ``pt2`` format by default, which
+fixes the sequence length to the input example's and loads back as a GraphModule. A state dict
+plus this wrapper takes any T and loads on any device.
+
+The contract other tools rely on::
+
+    model = mlflow.pyfunc.load_model("models:/sin2cos-lstm@champion")
+    y = model.predict(x)   # x: float32 (batch, T, 1) sin values, T >= 1 -> (batch, T, 1) cos
+
+Each call starts from a fresh hidden state. This module travels inside every logged model
+(``code_paths``), so it imports only the core and ``mlflow.pyfunc``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+
+WEIGHTS = "weights"
+"""Artifact key of the state dict (``torch.save``)."""
+MODEL_CONFIG = "model_config"
+"""Artifact key of the ModelConfig as JSON."""
+
+
+class InputError(ValueError):
+    """The input cannot be read as (batch, T, 1) sin values."""
+
+
+def as_sequences(x: Any) -> np.ndarray:
+    """Reads ``x`` as a float32 (batch, T, 1) array, or says in one line why it cannot.
+
+    A (batch, T) array or nested list is taken as one feature per step; float64 is narrowed.
+    """
+    try:
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InputError("input must be numeric, shaped (batch, T, 1)") from None
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] != 1 or arr.shape[1] < 1:
+        raise InputError(f"input must be shaped (batch, T, 1) with T >= 1, got {arr.shape}")
+    return arr
+
+
+class Sin2CosModel(mlflow.pyfunc.PythonModel):
+    """Predicts cos from sin sequences with a trained SeqRegressor, on the CPU."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        import torch
+
+        from pipeline.config import ModelConfig
+        from pipeline.train import build_model
+
+        with open(context.artifacts[MODEL_CONFIG]) as f:
+            cfg = ModelConfig(**json.load(f))
+        state = torch.load(context.artifacts[WEIGHTS], map_location="cpu", weights_only=True)
+        self.model = build_model(cfg, state).eval()
+
+    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(as_sequences(model_input))
+        with torch.inference_mode():
+            return self.model(x)[0].numpy()
