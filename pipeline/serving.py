@@ -9,8 +9,10 @@ The contract other tools rely on::
     model = mlflow.pyfunc.load_model("models:/sin2cos-lstm@champion")
     y = model.predict(x)   # x: float32 (batch, T, 1) sin values, T >= 1 -> (batch, T, 1) cos
 
-Each call starts from a fresh hidden state. This module travels inside every logged model
-(``code_paths``), so it imports only the core and ``mlflow.pyfunc``.
+Each call starts from a fresh hidden state. The model is logged "from code": MLflow stores
+this file and runs it at load time (``set_model`` below) instead of unpickling an object, and
+the package travels inside the model (``code_paths``); so this module imports only the core
+and ``mlflow.pyfunc``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import mlflow.models
 import mlflow.pyfunc
 import numpy as np
 
@@ -61,9 +64,14 @@ class Sin2CosModel(mlflow.pyfunc.PythonModel):
         state = torch.load(context.artifacts[WEIGHTS], map_location="cpu", weights_only=True)
         self.model = build_model(cfg, state).eval()
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> np.ndarray:
+    # No type hints on predict: MLflow would try to derive a schema from them; the signature
+    # given at logging time is the one that holds.
+    def predict(self, context, model_input, params=None):  # noqa: ANN001
         import torch
 
         x = torch.from_numpy(as_sequences(model_input))
         with torch.inference_mode():
             return self.model(x)[0].numpy()
+
+
+mlflow.models.set_model(Sin2CosModel())

@@ -112,6 +112,7 @@ class Tracker:
             (run id, whether this process owns it and must end it).
         """
         if self.project_run_id:
+            self.client.set_tag(self.project_run_id, MLFLOW_RUN_NAME, name)
             return self.project_run_id, False
         return self.start_run(name, tags={"cellstudy.level": "job"}), True
 
@@ -205,7 +206,7 @@ class Tracker:
                 name="model",
                 flavor=mlflow.pyfunc,
                 run_id=run_id,
-                python_model=serving.Sin2CosModel(),
+                python_model=serving.__file__,
                 artifacts={serving.WEIGHTS: f"{local}/weights.pt",
                            serving.MODEL_CONFIG: f"{local}/model_config.json"},
                 # The wrapper imports the package: ship it inside the model.
