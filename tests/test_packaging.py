@@ -1,0 +1,55 @@
+"""Packaging: one list of dependencies, in pyproject.toml, and conda.yaml agrees with it."""
+
+from __future__ import annotations
+
+import tomllib
+
+import yaml
+
+from conftest import ROOT
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_conda_yaml_pip_list_equals_pyproject_dependencies():
+    conda = yaml.safe_load((ROOT / "conda.yaml").read_text())
+    pip_lists = [d["pip"] for d in conda["dependencies"] if isinstance(d, dict)]
+    assert len(pip_lists) == 1
+    norm = lambda specs: sorted(s.replace(" ", "") for s in specs)  # noqa: E731
+    assert norm(pip_lists[0]) == norm(_pyproject()["project"]["dependencies"])
+
+
+def test_conda_python_is_pinned_to_a_full_version():
+    # `mlflow run --env-manager virtualenv` asks pyenv for exactly this version.
+    conda = yaml.safe_load((ROOT / "conda.yaml").read_text())
+    python = [d for d in conda["dependencies"] if isinstance(d, str) and d.startswith("python")]
+    assert len(python) == 1 and python[0].count(".") == 2
+
+
+def test_core_dependencies_are_the_few_we_name():
+    names = {d.split("=")[0].split(">")[0].split("<")[0]
+             for d in _pyproject()["project"]["dependencies"]}
+    assert {"torch", "numpy", "matplotlib", "mlflow", "optuna", "pyyaml"} <= names
+    assert "plotly" not in names
+
+
+def test_mlproject_entry_points():
+    project = yaml.safe_load((ROOT / "MLproject").read_text())
+    assert project["conda_env"] == "conda.yaml"
+    points = project["entry_points"]
+    assert {"main", "tune", "train", "evaluate"} <= set(points)
+    assert {"config", "n_trials", "cells", "storage", "device"} <= set(points["main"]["parameters"])
+
+
+def test_generated_stores_are_ignored():
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert {"mlflow.db", "optuna.db", "mlruns/", "mlartifacts/"} <= set(ignored)
+
+
+def test_core_imports_neither_mlflow_nor_optuna():
+    for name in ("config", "data", "model", "train", "plots"):
+        text = (ROOT / "pipeline" / f"{name}.py").read_text()
+        for lib in ("mlflow", "optuna"):
+            assert f"import {lib}" not in text and f"from {lib}" not in text, (name, lib)

@@ -1,0 +1,79 @@
+"""Trainer: loss falls, callbacks see every validation, divergence is caught, device choice."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pipeline.config import ExperimentConfig
+from pipeline.data import make_eval_set
+from pipeline.train import DivergedError, build_model, fit, resolve_device, score
+
+CELLS = ("rnn", "lstm", "gru")
+
+
+def _cfg(tiny_cfg: ExperimentConfig, cell: str, **extra) -> ExperimentConfig:
+    return tiny_cfg.replace({"model.cell": cell, "model.hidden_size": 16, "train.lr": 0.02,
+                             "train.device": "cpu", **extra})
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_validation_error_falls_on_a_tiny_problem(tiny_cfg, cell):
+    cfg = _cfg(tiny_cfg, cell, **{"train.steps": 60, "train.eval_every": 20})
+    val = make_eval_set(cfg.data, cfg.data.val)
+    untrained = score(build_model(cfg.model), val, cfg.data.warmup)
+    result = fit(cfg, val=val)
+    assert result.best_val < 0.7 * untrained
+    # The returned weights are the best ones, not the last.
+    assert score(build_model(cfg.model, result.state_dict), val,
+                 cfg.data.warmup) == pytest.approx(result.best_val, rel=1e-5)
+    assert result.device == "cpu"
+
+
+def test_callbacks_get_each_validation_in_order(tiny_cfg):
+    seen = []
+    result = fit(_cfg(tiny_cfg, "gru", **{"train.steps": 25}),
+                 callbacks=[lambda step, m: seen.append((step, sorted(m)))])
+    assert [s for s, _ in seen] == [10, 20, 25]
+    assert seen[0][1] == ["train/loss", "val/mse"]
+    assert [s for s, _ in result.history] == [10, 20, 25]
+
+
+def test_same_seed_same_result(tiny_cfg):
+    cfg = _cfg(tiny_cfg, "lstm")
+    assert fit(cfg).best_val == fit(cfg).best_val
+
+
+def test_a_callback_can_stop_training(tiny_cfg):
+    class Stop(Exception):
+        pass
+
+    def stop(step, metrics):
+        raise Stop(step)
+
+    with pytest.raises(Stop):
+        fit(_cfg(tiny_cfg, "rnn"), callbacks=[stop])
+
+
+def test_divergence_raises(tiny_cfg):
+    cfg = _cfg(tiny_cfg, "rnn", **{"train.lr": 1e30, "train.grad_clip": 0})
+    with pytest.raises(DivergedError, match="loss became"):
+        fit(cfg)
+
+
+def test_tutorial_protocol_carries_state_with_batch_one(tiny_cfg):
+    cfg = tiny_cfg.replace({"data.protocol": "tutorial", "data.seq_len": 10, "data.warmup": 0,
+                            "train.steps": 20, "train.device": "cpu"})
+    result = fit(cfg)
+    assert math.isfinite(result.best_val)
+
+
+def test_device_choice():
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            resolve_device("cuda")

@@ -1,0 +1,163 @@
+"""Studies into a throw-away store: nesting, metrics, artifacts, statuses, resume, registry."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from pipeline import tuning
+from pipeline.tracking import Tracker
+
+CELLS = ("rnn", "lstm", "gru")
+
+
+def _study(cfg, tracker, cell, job_run):
+    return tuning.run_study(cfg, cell, tracker, job_run)
+
+
+def _runs(client, tracker, level):
+    return client.search_runs([tracker.experiment_id],
+                              filter_string=f"tags.`cellstudy.level` = '{level}'")
+
+
+@pytest.fixture
+def tracker(tracking_store):
+    return Tracker("test")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_tiny_study_per_cell_is_tracked_three_deep(tiny_cfg, tracker, tmp_path, cell):
+    cfg = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/optuna.db"})
+    job, _ = tracker.job_run_id("job")
+    outcome = _study(cfg, tracker, cell, job)
+    client = MlflowClient()
+
+    study_runs = _runs(client, tracker, "study")
+    assert len(study_runs) == 1
+    study_run = study_runs[0]
+    assert study_run.data.tags["mlflow.parentRunId"] == job
+    assert study_run.info.status == "FINISHED"
+
+    trials = _runs(client, tracker, "trial")
+    assert len(trials) == cfg.study.n_trials
+    study = optuna.load_study(study_name=f"{cfg.study.name}-{cell}", storage=cfg.study.storage)
+    by_run = {t.user_attrs["mlflow_run_id"]: t for t in study.trials}
+    for run in trials:
+        assert run.data.tags["mlflow.parentRunId"] == study_run.info.run_id
+        trial = by_run[run.info.run_id]  # the trial stores the run id ...
+        assert run.data.tags["optuna.trial_number"] == str(trial.number)  # ... and vice versa
+        assert run.data.params["cell"] == cell
+        assert {"hidden_size", "lr", "train.steps", "data.seq_len"} <= set(run.data.params)
+        assert run.data.tags["device"] == "cpu"
+        history = client.get_metric_history(run.info.run_id, "val/mse")
+        assert history and history[0].step == 10
+        assert len(client.get_metric_history(run.info.run_id, "train/loss")) == len(history)
+        if run.info.status == "FINISHED":
+            assert [m.step for m in history] == [10, 20]
+            assert "val/mse_best" in run.data.metrics
+            files = {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
+            assert "plots/val_predictions.png" in files
+
+    best = study.best_trial
+    assert outcome.best_trial == best.number
+    best_run = client.get_run(best.user_attrs["mlflow_run_id"])
+    assert "test/mse" in best_run.data.metrics  # the best model is tested...
+    tested = [r for r in trials if "test/mse" in client.get_run(r.info.run_id).data.metrics]
+    assert len(tested) == 1  # ... and only the best one
+    plots = {f.path for f in client.list_artifacts(study_run.info.run_id, "plots")}
+    assert "plots/optimization_history.png" in plots
+    assert study_run.data.tags["best_run_id"] == best_run.info.run_id
+
+    champion = client.get_model_version_by_alias(f"sin2cos-{cell}", "champion")
+    assert champion.run_id == best_run.info.run_id
+    assert float(champion.tags["val_mse"]) == pytest.approx(best.value)
+    assert {"test_mse", "study", "run_id"} <= set(champion.tags)
+
+
+def test_pruned_trials_end_killed_and_diverged_ones_failed(tiny_cfg, tracker, tmp_path):
+    cfg = tiny_cfg.replace({
+        "study.storage": f"sqlite:///{tmp_path}/optuna.db", "study.n_trials": 3,
+        "study.lr": [1e-4, 1e38], "study.pruner_startup_trials": 1,
+        "study.pruner_warmup_steps": 0, "train.grad_clip": 0, "train.steps": 30,
+    })
+    study = tuning.open_study(cfg, "gru")
+    study.enqueue_trial({"hidden_size": 16, "lr": 0.03})    # learns: completes
+    study.enqueue_trial({"hidden_size": 4, "lr": 1e-4})     # barely moves: pruned
+    study.enqueue_trial({"hidden_size": 4, "lr": 1e30})     # blows up: failed
+    job, _ = tracker.job_run_id("job")
+    _study(cfg, tracker, "gru", job)
+
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                      optuna.trial.TrialState.FAIL]
+    client = MlflowClient()
+    runs = [client.get_run(t.user_attrs["mlflow_run_id"]) for t in study.trials]
+    assert [r.info.status for r in runs] == ["FINISHED", "KILLED", "FAILED"]
+    assert "pruned at step" in runs[1].data.tags["pruned_reason"]
+    assert "DivergedError" in runs[2].data.tags["failure_reason"]
+    assert tuning.FAIL_ATTR in study.trials[2].user_attrs  # counts toward the total
+
+
+def test_resume_runs_only_the_missing_trials(tiny_cfg, tracker, tmp_path):
+    cfg = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/optuna.db",
+                            "study.n_trials": 2})
+    job, _ = tracker.job_run_id("job")
+    _study(cfg, tracker, "rnn", job)
+    more = cfg.replace({"study.n_trials": 4})
+    _study(more, tracker, "rnn", job)
+    _study(more, tracker, "rnn", job)  # already at its total: adds nothing
+    study = optuna.load_study(study_name=f"{cfg.study.name}-rnn", storage=cfg.study.storage)
+    assert len(study.trials) == 4
+    client = MlflowClient()
+    assert len(_runs(client, tracker, "study")) == 1  # the study run is found again
+    assert len(_runs(client, tracker, "trial")) == 4
+
+
+def test_alias_moves_only_on_improvement(tiny_cfg, tracker, tmp_path):
+    client = MlflowClient()
+    name = "sin2cos-lstm"
+    job, _ = tracker.job_run_id("job")
+    good = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/a.db", "study.name": "a",
+                             "study.n_trials": 2, "train.steps": 40})
+    first = _study(good, tracker, "lstm", job)
+    assert first.champion_moved and str(client.get_model_version_by_alias(name, "champion").version) == "1"
+
+    worse = good.replace({"study.storage": f"sqlite:///{tmp_path}/b.db", "study.name": "b",
+                          "train.steps": 10, "train.eval_every": 5, "study.lr": [1e-4, 2e-4]})
+    second = _study(worse, tracker, "lstm", job)
+    assert second.val_mse > first.val_mse and not second.champion_moved
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    assert second.model_version == "2"  # registered, but not promoted
+
+    better = good.replace({"study.storage": f"sqlite:///{tmp_path}/c.db", "study.name": "c",
+                           "train.steps": 120, "train.eval_every": 20})
+    third = _study(better, tracker, "lstm", job)
+    assert third.val_mse < first.val_mse and third.champion_moved
+    assert str(client.get_model_version_by_alias(name, "champion").version) == third.model_version
+
+
+def test_registered_champion_meets_the_contract(tiny_cfg, tracker, tmp_path):
+    cfg = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/optuna.db",
+                            "study.n_trials": 1})
+    job, _ = tracker.job_run_id("job")
+    _study(cfg, tracker, "lstm", job)
+    model = mlflow.pyfunc.load_model("models:/sin2cos-lstm@champion")
+    for T in (1, 10, 37):
+        x = np.sin(np.linspace(0, 3, T, dtype=np.float32))[None, :, None].repeat(2, 0)
+        y = model.predict(x)
+        assert y.shape == (2, T, 1) and y.dtype == np.float32
+        # From a fresh state each call: the first T' outputs do not depend on what follows.
+        np.testing.assert_allclose(model.predict(x[:, :1])[:, 0], y[:, 0], rtol=1e-5)
+    signature = model.metadata.signature.inputs.inputs[0]
+    assert signature.shape == (-1, -1, 1)
+
+
+def test_storage_urls_are_checked_and_masked():
+    with pytest.raises(ValueError, match="unknown storage scheme"):
+        tuning.check_storage_url("redis://localhost/0")
+    tuning.check_storage_url("postgresql+psycopg2://u:p@127.0.0.1/db")
+    masked = tuning.mask_url("postgresql+psycopg2://user:s3cret@host:5432/db")
+    assert "s3cret" not in masked and masked.startswith("postgresql+psycopg2://user:***@host")
