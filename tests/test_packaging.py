@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-
 import yaml
-
 from conftest import ROOT
 
 
@@ -40,7 +38,8 @@ def test_mlproject_entry_points():
     assert project["conda_env"] == "conda.yaml"
     points = project["entry_points"]
     assert {"main", "tune", "train", "evaluate"} <= set(points)
-    assert {"config", "n_trials", "cells", "storage", "device"} <= set(points["main"]["parameters"])
+    main = set(points["main"]["parameters"])
+    assert {"config", "n_trials", "cells", "storage", "device"} <= main
 
 
 def test_generated_stores_are_ignored():

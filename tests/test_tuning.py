@@ -123,7 +123,8 @@ def test_alias_moves_only_on_improvement(tiny_cfg, tracker, tmp_path):
     good = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/a.db", "study.name": "a",
                              "study.n_trials": 2, "train.steps": 40})
     first = _study(good, tracker, "lstm", job)
-    assert first.champion_moved and str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    assert first.champion_moved
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
 
     worse = good.replace({"study.storage": f"sqlite:///{tmp_path}/b.db", "study.name": "b",
                           "train.steps": 10, "train.eval_every": 5, "study.lr": [1e-4, 2e-4]})
