@@ -20,6 +20,7 @@ from typing import Any
 CELLS = ("rnn", "lstm", "gru")
 PROTOCOLS = ("default", "tutorial")
 DEVICES = ("auto", "cpu", "cuda")
+GRAPH_MODES = ("auto", "on", "off")
 EVAL_KINDS = ("random", "tutorial")
 
 
@@ -151,6 +152,10 @@ class TrainConfig:
     """auto (CUDA when present), cpu or cuda."""
     threads: int = 1
     """Torch CPU threads per process: at these sizes one is as fast as two."""
+    cuda_graph: str = "auto"
+    """Capture the training step in a CUDA graph: ``auto`` on CUDA with the default protocol
+    (eager elsewhere, and if capture fails), ``on`` (an error where it cannot), ``off``. At
+    these sizes a GPU waits on kernel launches, which a graph replays in one."""
 
     def __post_init__(self) -> None:
         _check(math.isfinite(self.lr) and self.lr > 0, f"train.lr must be positive, got {self.lr}")
@@ -161,6 +166,8 @@ class TrainConfig:
         _check(self.device in DEVICES,
                f"unknown train.device {self.device!r} (valid: {', '.join(DEVICES)})")
         _check(self.threads > 0, f"train.threads must be positive, got {self.threads}")
+        _check(self.cuda_graph in GRAPH_MODES, f"unknown train.cuda_graph {self.cuda_graph!r} "
+               f"(valid: {', '.join(GRAPH_MODES)})")
 
 
 @dataclass(frozen=True)
@@ -186,6 +193,11 @@ class StudyConfig:
     """Trials that run to the end before the median pruner may stop any."""
     pruner_warmup_steps: int = 100
     """Steps of each trial before it may be pruned."""
+    heartbeat_interval: int = 30
+    """Seconds between a running trial's heartbeats in a database storage."""
+    grace_period: int = 120
+    """Seconds without a heartbeat after which a RUNNING trial counts as lost (its worker died)
+    and is failed, so the study goes on without it."""
 
     def __post_init__(self) -> None:
         _check(len(self.cells) > 0, "study.cells is empty")
@@ -197,6 +209,9 @@ class StudyConfig:
         _check(bool(self.storage), "study.storage is empty")
         _check_range("study.hidden_size", self.hidden_size)
         _check_range("study.lr", self.lr)
+        _check(self.heartbeat_interval > 0, "study.heartbeat_interval must be positive")
+        _check(self.grace_period > self.heartbeat_interval,
+               "study.grace_period must exceed study.heartbeat_interval")
 
 
 @dataclass(frozen=True)
@@ -219,6 +234,28 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """What the job reports once its studies are done (``pipeline/report.py``)."""
+
+    seeds: int = 5
+    """Weight seeds (train.seed + 1, + 2, ...) each cell's champion configuration is retrained
+    with; test MSE is reported as their mean and 95% interval."""
+    tutorial_config: str = "experiments/tutorial.yaml"
+    """The tutorial's protocol, where the cliff metric and the blog's claims are measured; a
+    relative path is looked up in the working directory, then in the repository. Empty skips."""
+    tutorial_seeds: int = 10
+    """Seeds of each cell at the tutorial's protocol (0 skips it)."""
+    edge: float = 0.1
+    """Share of each log-scaled search range, at either end, where a best trial is on the edge."""
+
+    def __post_init__(self) -> None:
+        _check(self.seeds > 0, f"report.seeds must be positive, got {self.seeds}")
+        _check(self.tutorial_seeds >= 0, f"report.tutorial_seeds must be >= 0, "
+               f"got {self.tutorial_seeds}")
+        _check(0 <= self.edge < 0.5, f"report.edge must be in [0, 0.5), got {self.edge}")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """Everything one job needs; ``experiments/*.yaml`` are diffs over these defaults."""
 
@@ -227,6 +264,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def replace(self, overrides: dict[str, Any]) -> ExperimentConfig:
         """Returns a copy with dotted keys (``train.lr``) set, converted by field type.
