@@ -1,16 +1,47 @@
-"""Scoring a logged or registered model on the held-out sets, beside the two baselines.
+"""Scoring models beside the two baselines: held-out sets, seed retrains of a champion
+configuration, and the tutorial's protocol replayed to measure its claims.
+
+Core only (numpy, torch and the pipeline's core); ``evaluate_uri`` imports the tracking module
+when called.
 
     python -m pipeline evaluate --model-uri models:/sin2cos-gru@champion --data all
+
+    >>> from pipeline.evaluation import baseline_scores
+    >>> baseline_scores(cfg)["zero"]["test/in_dist/mse"]    # doctest: +SKIP
+    0.5
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+
 from pipeline.config import ExperimentConfig
-from pipeline.data import linear_rule_baseline, make_eval_set, masked_mse, zero_baseline
+from pipeline.data import (
+    Windows,
+    linear_rule_baseline,
+    make_eval_set,
+    make_train_batches,
+    masked_mse,
+    tutorial_windows,
+    zero_baseline,
+)
+from pipeline.metrics import boundary_jumps, cliff, interior_step_error
+from pipeline.model import detach_state
 from pipeline.plots import prediction_figure
-from pipeline.train import predict_windows
+from pipeline.train import build_model, fit, predict, predict_windows, resolve_device
+
+Predictor = Callable[[Windows], np.ndarray]
+"""Windows -> predictions (n, T, 1), with the state carried through stateful windows."""
+
+BASELINES: dict[str, Predictor] = {"zero": zero_baseline, "linear_rule": linear_rule_baseline}
+"""The references every table shows: predicting 0, and the exact rule with the step known."""
 
 Row = tuple[str, float, float, float]
 """(data set, model MSE, zero-baseline MSE, linear-rule MSE)."""
@@ -44,3 +75,163 @@ def evaluate_uri(uri: str, cfg: ExperimentConfig, names: list[str],
             fig = prediction_figure(ws, pred, cfg.data.warmup, f"{uri} on {name}",
                                     cfg.tracking.plot_windows)
     return rows, fig
+
+
+def held_out_sets(cfg: ExperimentConfig) -> dict[str, Windows]:
+    """The config's held-out test sets by name, drawn once."""
+    return {spec.name: make_eval_set(cfg.data, spec) for spec in cfg.data.tests}
+
+
+def score_sets(predictor: Predictor, sets: dict[str, Windows], warmup: int) -> dict[str, float]:
+    """``test/<set>/mse`` for each set, ``test/mse`` their mean (as the studies log it), and
+    ``test/<set>/cliff`` and ``test/<set>/step_error`` (the same error inside windows) for sets of
+    consecutive windows."""
+    scores: dict[str, float] = {}
+    for name, ws in sets.items():
+        pred = predictor(ws)
+        scores[f"test/{name}/mse"] = masked_mse(pred, ws, warmup)
+        if ws.stateful and ws.x.shape[0] > 1:
+            scores[f"test/{name}/cliff"] = cliff(pred, ws)
+            scores[f"test/{name}/step_error"] = interior_step_error(pred, ws)
+    mses = [v for k, v in scores.items() if k.endswith("/mse")]
+    scores["test/mse"] = float(np.mean(mses))
+    return scores
+
+
+def model_predictor(model: torch.nn.Module) -> Predictor:
+    """A trained SeqRegressor as a Predictor."""
+    return lambda ws: predict(model, ws)
+
+
+def baseline_scores(cfg: ExperimentConfig,
+                    sets: dict[str, Windows] | None = None) -> dict[str, dict[str, float]]:
+    """Each baseline's ``val/mse`` and test scores, on the same windows the models see."""
+    sets = sets if sets is not None else held_out_sets(cfg)
+    val = make_eval_set(cfg.data, cfg.data.val)
+    return {name: {"val/mse": masked_mse(fn(val), val, cfg.data.warmup),
+                   **score_sets(fn, sets, cfg.data.warmup)}
+            for name, fn in BASELINES.items()}
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One retrain of a fixed configuration with its own weight seed, tested once."""
+
+    seed: int
+    val_mse: float
+    """Best validation MSE (the checkpoint tested is the one that reached it)."""
+    scores: dict[str, float]
+    """``score_sets`` of that checkpoint."""
+    seconds: float
+    device: str
+
+
+def retrain(cfg: ExperimentConfig, seed: int, sets: dict[str, Windows],
+            val: Windows | None = None) -> SeedRun:
+    """Trains ``cfg`` with ``train.seed = seed`` and tests its best-validation checkpoint.
+
+    Args:
+        cfg: the configuration, cell, hidden size and lr already set.
+        seed: the weight seed.
+        sets: held-out sets to test on.
+        val: the validation windows; drawn from the config when None.
+    """
+    cfg = cfg.replace({"train.seed": seed})
+    result = fit(cfg, val=val)
+    model = build_model(cfg.model, result.state_dict)
+    scores = score_sets(model_predictor(model), sets, cfg.data.warmup)
+    return SeedRun(seed, result.best_val, scores, result.seconds, result.device)
+
+
+def replay_tutorial(cfg: ExperimentConfig) -> tuple[Windows, np.ndarray, torch.nn.Module]:
+    """Trains as ``fit`` does on the tutorial protocol, keeping what the blog plots: the
+    prediction made for each training window as it came, before the optimizer step on it, with
+    the state carried from window to window.
+
+    ``fit`` cannot hand these out (its callbacks see metrics only) and it returns the
+    best-validation checkpoint, where the tutorial keeps the last weights. The loop is the same
+    (same seed, data, loss, clipping; validation draws nothing random), which
+    tests/test_evaluation.py checks by comparing the final weights.
+
+    Returns:
+        (the training windows, their predictions (steps, T, 1), the model after the last step).
+    """
+    tcfg, dcfg = cfg.train, cfg.data
+    if dcfg.protocol != "tutorial":
+        raise ValueError(f"replay_tutorial needs data.protocol tutorial, got {dcfg.protocol!r}")
+    device = resolve_device(tcfg.device)
+    torch.manual_seed(tcfg.seed)
+    model = build_model(cfg.model).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
+    xs, ys = (t.to(device) for t in make_train_batches(dcfg, tcfg.steps, 1))
+    preds, state = [], None
+    for step in range(tcfg.steps):
+        skip = dcfg.warmup if step == 0 else 0
+        pred, state = model(xs[step], state)
+        state = detach_state(state)
+        loss = F.mse_loss(pred[:, skip:], ys[step][:, skip:])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tcfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        optimizer.step()
+        preds.append(pred.detach()[0])
+    return tutorial_windows(0, tcfg.steps), torch.stack(preds).cpu().numpy(), model.cpu()
+
+
+@dataclass(frozen=True)
+class TutorialRun:
+    """The tutorial's protocol with one seed: what its training showed, and what it learnt."""
+
+    seed: int
+    train_cliff: float
+    """Cliff of the predictions made during training, over all training windows."""
+    train_interior: float
+    """Interior step error of the same predictions (see ``metrics.interior_step_error``)."""
+    early_cliff: float
+    """Train-time cliff within the first third of the training windows."""
+    late_cliff: float
+    """... and within the last third."""
+    early_mse: float
+    """Train-time MSE over the first third of the training windows."""
+    late_mse: float
+    """... and over the last third."""
+    scores: dict[str, float]
+    """``score_sets`` of the model as training left it (the tutorial keeps the last weights)."""
+    seconds: float
+    train_pred: np.ndarray
+    """The train-time predictions, (steps, T, 1), for the red/blue figure."""
+
+
+def _thirds(ws: Windows, pred: np.ndarray, warmup: int) -> tuple[float, float, float, float]:
+    """(early cliff, late cliff, early MSE, late MSE) over the first and last third."""
+    n = ws.x.shape[0]
+    k = max(2, n // 3)
+    jumps = boundary_jumps(pred, ws)
+
+    def part(a: int, b: int) -> Windows:
+        return Windows(ws.x[a:b], ws.y[a:b], ws.step[a:b], stateful=True)
+
+    return (float(jumps[: k - 1].mean()), float(jumps[n - k:].mean()),
+            masked_mse(pred[:k], part(0, k), warmup), masked_mse(pred[n - k:], part(n - k, n), 0))
+
+
+def tutorial_run(cfg: ExperimentConfig, seed: int, sets: dict[str, Windows]) -> TutorialRun:
+    """Replays the tutorial with ``train.seed = seed`` and measures its claims' quantities."""
+    cfg = cfg.replace({"train.seed": seed})
+    start = time.perf_counter()
+    ws, pred, model = replay_tutorial(cfg)
+    seconds = time.perf_counter() - start
+    early_cliff, late_cliff, early_mse, late_mse = _thirds(ws, pred, cfg.data.warmup)
+    return TutorialRun(
+        seed=seed, train_cliff=cliff(pred, ws), train_interior=interior_step_error(pred, ws),
+        early_cliff=early_cliff, late_cliff=late_cliff, early_mse=early_mse, late_mse=late_mse,
+        scores=score_sets(model_predictor(model), sets, cfg.data.warmup), seconds=seconds,
+        train_pred=pred)
+
+
+def baseline_train_cliffs(cfg: ExperimentConfig) -> dict[str, float]:
+    """The baselines' cliff on the tutorial's training windows (the same windows the train-time
+    cliff of the cells is measured on)."""
+    ws = tutorial_windows(0, cfg.train.steps)
+    return {name: cliff(fn(ws), ws) for name, fn in BASELINES.items()}

@@ -39,7 +39,10 @@ def prediction_figure(ws: Windows, pred: np.ndarray, warmup: int, title: str,
     """
     n = min(n_windows, ws.x.shape[0])
     t = _time_axis(ws, n)
-    fig = Figure(figsize=(10, 3.5), layout="constrained")
+    # Fixed margins, not layout="constrained": the constrained solver draws the whole figure
+    # once more before saving, which was half the cost of every trial's PNG.
+    fig = Figure(figsize=(10, 3.5))
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.14, top=0.91)
     ax = fig.add_subplot()
     for i in range(n):
         first = i == 0
@@ -59,3 +62,85 @@ def prediction_figure(ws: Windows, pred: np.ndarray, warmup: int, title: str,
 
 def _label(style: dict, keep: bool) -> dict:
     return style if keep else {**style, "label": None}
+
+
+BASELINE_STYLES = {
+    "zero": {"color": "0.45", "linestyle": ":", "lw": 1.2, "label": "baseline: zero"},
+    "linear_rule": {"color": "black", "linestyle": "--", "lw": 1.0,
+                    "label": "baseline: linear rule"},
+}
+"""How the two reference predictors are drawn wherever models are."""
+_CELL_COLORS = ("tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown")
+
+
+def _panel_windows(ws: Windows, most: int) -> int:
+    """Windows per panel: about 60 points, at least one window, at most ``most``."""
+    return max(1, min(most, 60 // ws.x.shape[1], ws.x.shape[0]))
+
+
+def comparison_figure(sets: dict[str, Windows], preds: dict[str, dict[str, np.ndarray]],
+                      title: str, n_windows: int = 4) -> Figure:
+    """Every model and baseline on the same held-out windows, one panel per set.
+
+    Args:
+        sets: held-out sets by name.
+        preds: label -> set name -> predictions (n, T, 1); labels ``zero`` and ``linear_rule``
+            are drawn in the baseline styles, the others (the cells' champions) in colour.
+        title: figure title.
+        n_windows: most windows drawn per panel (fewer for long windows).
+    """
+    fig = Figure(figsize=(11, 2.6 * len(sets) + 0.6), layout="constrained")
+    axes = fig.subplots(len(sets), 1, squeeze=False)[:, 0]
+    models = [label for label in preds if label not in BASELINE_STYLES]
+    for ax, (name, ws) in zip(axes, sets.items(), strict=True):
+        n = _panel_windows(ws, n_windows)
+        t = _time_axis(ws, n)
+        for i in range(n):
+            first = i == 0
+            ax.plot(t[i], ws.y[i, :, 0], **_label({**TARGET_STYLE, "lw": 2.5, "alpha": 0.5},
+                                                   first))
+            for label, style in BASELINE_STYLES.items():
+                if label in preds:
+                    ax.plot(t[i], preds[label][name][i, :, 0], **_label(style, first))
+            for k, label in enumerate(models):
+                ax.plot(t[i], preds[label][name][i, :, 0], lw=1.2,
+                        color=_CELL_COLORS[k % len(_CELL_COLORS)],
+                        label=label if first else None)
+        ax.set_title(f"test set {name}", fontsize="medium", loc="left")
+        ax.set_ylabel("cos t")
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    axes[-1].set_xlabel("t (tutorial set) or point (windows laid end to end)")
+    fig.suptitle(title)
+    return fig
+
+
+def tutorial_figure(ws: Windows, preds: dict[str, np.ndarray], notes: dict[str, str],
+                    title: str) -> Figure:
+    """The blog's figure, one panel per cell: the target in red and the prediction made during
+    training in blue, window by window, with the baselines drawn thin.
+
+    Args:
+        ws: the tutorial's training windows (each drawn as its own segment, so cliffs show).
+        preds: cell -> train-time predictions (n, T, 1).
+        notes: cell -> a line added to the panel title (e.g. its cliff).
+        title: figure title.
+    """
+    from pipeline.data import linear_rule_baseline
+
+    rule = linear_rule_baseline(ws)
+    fig = Figure(figsize=(12, 2.4 * len(preds) + 0.6), layout="constrained")
+    axes = fig.subplots(len(preds), 1, squeeze=False, sharex=True)[:, 0]
+    for ax, (cell, pred) in zip(axes, preds.items(), strict=True):
+        for i in range(ws.x.shape[0]):
+            first = i == 0
+            ax.plot(ws.t[i], ws.y[i, :, 0], **_label(TARGET_STYLE, first))
+            ax.plot(ws.t[i], pred[i, :, 0], **_label(PRED_STYLE, first))
+            ax.plot(ws.t[i], rule[i, :, 0], **_label({**BASELINE_STYLES["linear_rule"],
+                                                      "lw": 0.6}, first))
+        ax.axhline(0.0, **{**BASELINE_STYLES["zero"], "lw": 0.6})
+        ax.set_title(f"{cell}: {notes.get(cell, '')}", fontsize="medium", loc="left")
+        ax.set_ylabel("cos t")
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    axes[-1].set_xlabel("t (the tutorial's training windows, each predicted as it was trained on)")
+    fig.suptitle(title)
+    return fig
