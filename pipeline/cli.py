@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +25,8 @@ from pipeline.config import ConfigError, ExperimentConfig, load_config
 log = logging.getLogger("pipeline")
 
 DEFAULT_CONFIG = "experiments/default.yaml"
+STORAGE_ENV = "CELLSTUDY_STORAGE"
+"""Environment variable read for the Optuna storage URL when ``--storage`` is not given."""
 
 
 class UsageError(Exception):
@@ -65,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--n-trials", type=_optional(int),
                       help="total trials per study (a resumed study runs only the missing ones)")
     tune.add_argument("--storage", type=_optional(str),
-                      help="Optuna storage URL (default from config: sqlite:///optuna.db)")
+                      help=f"Optuna storage URL (default: ${STORAGE_ENV}, else the config's)")
     tune.add_argument("--study-name", type=_optional(str),
                       help="study name prefix; each cell's study is <name>-<cell>")
 
@@ -83,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", default="all", help="val, a test set's name, or all (default)")
     ev.add_argument("--plot", type=_optional(str), help="save a prediction plot (PNG) here")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ev.add_argument("--input", type=_optional(str), metavar="FILE",
+                    help="predict on your own sin values instead (.npy or .json, shaped "
+                         "(batch, T, 1) or (batch, T)); prints the output's shape")
+    ev.add_argument("--output", type=_optional(str), metavar="FILE.npy",
+                    help="with --input: save the predicted cos values here")
     return parser
 
 
@@ -92,12 +101,22 @@ def _overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, Any
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--set takes KEY=VALUE, got {item!r}")
-        out[key.strip()] = value
+        out[key.strip()] = _yaml_value(value)
     for attr, key in flags.items():
         value = getattr(args, attr, None)
         if value is not None:
             out[key] = value
     return out
+
+
+def _yaml_value(text: str) -> Any:
+    """A --set value read as YAML, so ``[1e-4, 1e-2]`` is a list; the config converts types."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def load(args: argparse.Namespace, flags: dict[str, str]) -> ExperimentConfig:
@@ -114,26 +133,34 @@ def _setup_torch(cfg: ExperimentConfig) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    # A URL with a password is better kept out of argv and out of MLproject params (which
+    # `mlflow run` logs as they are): workers may take it from the environment instead.
+    args.storage = args.storage or os.environ.get(STORAGE_ENV) or None
     cfg = load(args, {"cells": "study.cells", "n_trials": "study.n_trials",
                       "storage": "study.storage", "study_name": "study.name",
                       "device": "train.device"})
-    from pipeline import tuning
+    from pipeline.storage import check_storage_reachable, check_storage_url
 
-    try:
-        tuning.check_storage_url(cfg.study.storage)
+    try:  # the storage first: it needs no heavy import, so a bad URL is refused at once
+        check_storage_url(cfg.study.storage)
+        check_storage_reachable(cfg.study.storage)
+        from pipeline.tracking import check_tracking_reachable
+
+        check_tracking_reachable()
     except ValueError as err:
         raise UsageError(str(err)) from None
+    from pipeline import tuning
+
+    _optuna_logs(args.quiet)
     _setup_torch(cfg)
-    from pipeline.config import flatten
-    from pipeline.report import summary_table
+    from pipeline.report import job_report, summary_table
     from pipeline.tracking import Tracker
 
     tracker = Tracker(cfg.tracking.experiment)
-    storage = tuning.make_storage(cfg.study.storage)
-    job_run, owned = tracker.job_run_id(f"tune-{cfg.study.name}")
+    storage = tuning.make_storage(cfg.study.storage, cfg.study.heartbeat_interval,
+                                  cfg.study.grace_period, tuning.mark_lost_runs(tracker))
+    job_run, owned = tuning.job_run(tracker, cfg, storage, f"tune-{cfg.study.name}")
     with tracker.ending(job_run) if owned else contextlib.nullcontext():
-        params = {**flatten(cfg), "study.storage": tuning.mask_url(cfg.study.storage)}
-        tracker.log_params(job_run, params, tags={"cellstudy.level": "job"})
         outcomes = []
         for cell in cfg.study.cells:
             log.info("study %s-%s: %d trials in all", cfg.study.name, cell, cfg.study.n_trials)
@@ -141,8 +168,32 @@ def cmd_tune(args: argparse.Namespace) -> int:
                                              progress=not args.quiet))
         table = summary_table(outcomes, cfg)
         tracker.log_text(job_run, table, "summary.md")
-    print(table)
+        # Baselines, seed retrains of each champion, the tutorial's claims: report.md.
+        report = job_report(cfg, outcomes, tracker, job_run)
+    print(report)
     return 0
+
+
+class _NoTraceback(logging.Filter):
+    """Optuna logs each failed trial with its traceback, an interrupted one included; the
+    reason line is enough (the trial's MLflow run keeps it in its ``failure_reason`` tag)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            record.msg = f"{record.msg} ({record.exc_info[0].__name__})"
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def _optuna_logs(quiet: bool) -> None:
+    # Optuna resets its logger to INFO when imported, and brings its own handler.
+    import optuna
+
+    optuna.logging.set_verbosity(logging.WARNING if quiet else logging.INFO)
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_NoTraceback())
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -197,6 +248,8 @@ def _progress_line(quiet: bool):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.input:
+        return _predict_file(args.model_uri, args.input, args.output)
     cfg = load(args, {})
     names = ["val", *(t.name for t in cfg.data.tests)]
     chosen = names if args.data == "all" else [args.data]
@@ -214,21 +267,57 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_file(uri: str, path: str, output: str | None) -> int:
+    """Runs a model on an array read from ``path``; input of the wrong type or shape is
+    converted when that is unambiguous (float64, a nested list, a (batch, T) array) and
+    refused in one line otherwise, before the model is loaded."""
+    import json
+
+    import numpy as np
+
+    from pipeline.serving import InputError, as_sequences
+    from pipeline.tracking import load_pyfunc
+
+    try:
+        raw = json.loads(open(path).read()) if path.endswith(".json") else np.load(path)
+        x = as_sequences(raw)
+    except InputError as err:
+        raise UsageError(f"{path}: {err}") from None
+    except (OSError, ValueError) as err:  # missing file, not .npy, malformed JSON
+        raise UsageError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+    y = np.asarray(load_pyfunc(uri).predict(x))
+    print(f"input {tuple(np.shape(raw))} read as {x.shape} float32; output {y.shape}")
+    if output:
+        np.save(output, y)
+        print(f"predictions saved to {output}")
+    return 0
+
+
 COMMANDS = {"tune": cmd_tune, "train": cmd_train, "evaluate": cmd_evaluate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # MLflow sets its own loggers to INFO when imported, which the loop below cannot undo.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "optuna", "mlflow", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # SIGTERM (a scheduler, `kill`, a container stop) unwinds like Ctrl-C: open runs end KILLED.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, UsageError, LookupError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         print("interrupted: open runs were ended as KILLED; run again to resume",
               file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if str(err) == "SIGTERM" else signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)

@@ -169,6 +169,35 @@ class Tracker:
     def log_text(self, run_id: str, text: str, path: str) -> None:
         self.client.log_text(run_id, text, path)
 
+    @contextlib.contextmanager
+    def system_metrics(self, run_id: str, enabled: bool,
+                       sampling_interval: float = 10.0) -> Iterator[bool]:
+        """Logs MLflow's system metrics (CPU, memory, and GPU utilisation and memory through
+        ``nvidia-ml-py``) to ``run_id`` while the block runs, so the UI shows how busy the card
+        was. MLflow's own ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true`` turns it on anywhere.
+
+        Yields:
+            Whether a monitor runs (False where disabled or ``psutil`` is missing).
+        """
+        from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING
+
+        monitor = None
+        if enabled or MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.get():
+            try:
+                from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+                monitor = SystemMetricsMonitor(run_id, sampling_interval=sampling_interval,
+                                               resume_logging=True)
+                monitor.start()
+            except Exception as err:  # psutil missing, no NVML: the study goes on without
+                log.warning("system metrics not logged: %s", err)
+                monitor = None
+        try:
+            yield monitor is not None
+        finally:
+            if monitor is not None:
+                monitor.finish()
+
     # -- checkpoints and models ---------------------------------------------------------------
 
     def log_checkpoint(self, run_id: str, state_dict: dict, model_config: dict) -> None:
@@ -226,15 +255,27 @@ class Tracker:
             (the new version, whether the alias moved to it).
         """
         version = mlflow.register_model(model_uri, name, tags={"val_mse": str(val_mse), **tags})
-        current = self.champion(name, alias)
-        best = float(current.tags.get("val_mse", "inf")) if current else math.inf
-        if val_mse >= best:
-            log.info("%s v%s (val %.3g) does not beat %s v%s (val %.3g)", name, version.version,
-                     val_mse, alias, current.version, best)
-            return version.version, False
-        _check_loads(f"models:/{name}/{version.version}")
-        self.client.set_registered_model_alias(name, alias, version.version)
-        return version.version, True
+        try:
+            current = self.champion(name, alias)
+            best = float(current.tags.get("val_mse", "inf")) if current else math.inf
+            if val_mse >= best:
+                log.info("%s v%s (val %.3g) does not beat %s v%s (val %.3g)", name,
+                         version.version, val_mse, alias, current.version, best)
+                return str(version.version), False
+            _check_loads(f"models:/{name}/{version.version}")
+            self.client.set_registered_model_alias(name, alias, version.version)
+        except BaseException:
+            # Interrupted, or the model does not load: no version is left half-registered
+            # (offered but never judged), and the alias stays where it was.
+            self._drop_version(name, version.version)
+            raise
+        return str(version.version), True
+
+    def _drop_version(self, name: str, version: str) -> None:
+        try:
+            self.client.delete_model_version(name, version)
+        except Exception:  # the original error matters more
+            log.exception("could not delete %s v%s", name, version)
 
     def champion(self, name: str, alias: str) -> Any | None:
         """The version ``alias`` points at, or None."""
@@ -242,6 +283,34 @@ class Tracker:
             return self.client.get_model_version_by_alias(name, alias)
         except MlflowException:
             return None
+
+
+def check_tracking_reachable(timeout: int = 5) -> None:
+    """Asks the tracking store for one experiment, without retries, so an unreachable server
+    or database is reported at once instead of after minutes of retries, before any run exists.
+
+    Raises:
+        ValueError: with a one-line message, credentials in the URI masked.
+    """
+    from urllib.parse import urlsplit
+
+    uri = mlflow.get_tracking_uri()
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}
+    saved = {k: os.environ.get(k) for k in quick}
+    os.environ.update(quick)
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as err:  # any store, any failure: one line, no secrets
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        password = urlsplit(uri).password
+        message = f"cannot reach the MLflow tracking store {uri}: {first}"
+        raise ValueError(message.replace(password, "***") if password else message) from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _check_loads(uri: str) -> None:

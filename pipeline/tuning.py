@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,14 @@ from optuna.trial import FrozenTrial, TrialState
 from pipeline.config import ExperimentConfig, ModelConfig, flatten, to_dict
 from pipeline.data import Windows, make_eval_set
 from pipeline.plots import prediction_figure
+from pipeline.storage import (  # noqa: F401 - the URL helpers are part of this API too
+    STORAGE_SCHEMES,
+    check_storage_reachable,
+    check_storage_url,
+    mask_url,
+    sqlalchemy_url,
+    storage_lock,
+)
 from pipeline.tracking import Tracker
 from pipeline.train import DivergedError, build_model, fit, predict, resolve_device, score
 
@@ -29,10 +38,13 @@ log = logging.getLogger(__name__)
 
 RUN_ID_ATTR = "mlflow_run_id"
 """Trial and study user attribute: the MLflow run that records it."""
+JOB_RUN_ATTR = "mlflow_job_run_id"
+"""Study user attribute: the job run that every worker of the job's studies shares."""
+FINALIZED_ATTR = "finalized_at_trials"
+"""Study user attribute: how many trials the study held when it was last finalized."""
 FAIL_ATTR = "fail_reason"
 """Set on trials that failed on their own (divergence): they count toward the total, while
 interrupted or stale trials do not and are run again on resume."""
-STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
 
 
 @dataclass(frozen=True)
@@ -50,42 +62,28 @@ class StudyOutcome:
     champion_moved: bool
 
 
-def check_storage_url(url: str) -> None:
-    """Refuses a storage URL whose scheme Optuna cannot open, before anything is created.
-
-    Raises:
-        ValueError: with a one-line message.
-    """
-    scheme = url.split(":", 1)[0].split("+", 1)[0]
-    if ":" not in url or scheme not in STORAGE_SCHEMES:
-        raise ValueError(f"unknown storage scheme in {mask_url(url)!r} "
-                         f"(valid: {', '.join(s + '://' for s in STORAGE_SCHEMES)})")
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***``: storage URLs are logged and printed."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def make_storage(url: str) -> optuna.storages.BaseStorage:
+def make_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120,
+                 on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+                 ) -> optuna.storages.BaseStorage:
     """Optuna's own storage for ``url``: a journal file for ``journal:///path``, else an
     RDB storage with heartbeats, so a worker that dies holding a RUNNING trial does not stall
-    the study: its trial is failed once the grace period passes."""
+    the study: its trial is failed once ``grace_period`` seconds pass without a heartbeat, and
+    ``on_stale`` is called with it.
+
+    Workers that start together would race to create the tables of a new database
+    (``UniqueViolation`` on PostgreSQL, ``alembic_version`` on SQLite): they take turns.
+    """
     check_storage_url(url)
     if url.startswith("journal:"):
         path = url.split(":", 1)[1].removeprefix("//")
         backend = optuna.storages.journal.JournalFileBackend(path)
         return optuna.storages.JournalStorage(backend)
-    if url.startswith("postgresql://"):
-        # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; we ship psycopg2.
-        url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
-    return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+    url = sqlalchemy_url(url)
+    with warnings.catch_warnings(), storage_lock(url, "create-tables"):
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval,
+                                          grace_period=grace_period,
+                                          heartbeat_stale_trial_callback=on_stale)
 
 
 def open_study(cfg: ExperimentConfig, cell: str,
@@ -117,7 +115,7 @@ def counted_trials(study: optuna.Study) -> int:
         if t.state == TrialState.FAIL:
             done += FAIL_ATTR in t.user_attrs
         else:
-            done += 1
+            done += t.state != TrialState.WAITING  # queued, not yet run
     return done
 
 
@@ -162,7 +160,7 @@ class Objective:
         trial.set_user_attr(RUN_ID_ATTR, run_id)
         with tracker.ending(run_id, killed_on=(optuna.TrialPruned,)):
             device = str(resolve_device(cfg.train.device))
-            tracker.log_params(run_id, {**flatten(cfg), "cell": self.cell,
+            tracker.log_params(run_id, {**loggable_params(cfg), "cell": self.cell,
                                         "hidden_size": cfg.model.hidden_size, "lr": cfg.train.lr},
                                tags={"device": device})
             buffer = tracker.metric_buffer(run_id)
@@ -201,20 +199,71 @@ def _pruning(trial: optuna.Trial) -> Callable[[int, dict[str, float]], None]:
     return callback
 
 
+def loggable_params(cfg: ExperimentConfig) -> dict[str, object]:
+    """The flattened config as MLflow params, with the storage URL's password masked."""
+    return {**flatten(cfg), "study.storage": mask_url(cfg.study.storage)}
+
+
+def mark_lost_runs(tracker: Tracker) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """A stale-trial callback for the storage: when Optuna fails a trial whose worker stopped
+    sending heartbeats (killed, machine lost), its MLflow run is ended FAILED too, instead of
+    showing RUNNING forever."""
+
+    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if not run_id:
+            return
+        log.warning("trial %d of %s lost its worker; its run %s is ended FAILED",
+                    trial.number, study.study_name, run_id)
+        try:
+            tracker.client.set_tag(run_id, "failure_reason",
+                                   "worker lost: no heartbeat within the grace period")
+            tracker.client.set_terminated(run_id, "FAILED")
+        except Exception:  # the study goes on even if the tracking store hiccups
+            log.exception("could not end the lost run %s", run_id)
+
+    return callback
+
+
+def job_run(tracker: Tracker, cfg: ExperimentConfig, storage: optuna.storages.BaseStorage,
+            name: str) -> tuple[str, bool]:
+    """The job's MLflow run: under ``mlflow run`` the project's run; else the one that the
+    job's studies name, so that every worker of the same studies shares one; else a new one.
+    Workers take turns to look, so two starting together do not both create one.
+
+    Returns:
+        (run id, whether this process must end it).
+    """
+    studies = [open_study(cfg, cell, storage) for cell in cfg.study.cells]
+    with storage_lock(sqlalchemy_url(cfg.study.storage), f"job-run:{cfg.study.name}"):
+        known = [s.user_attrs[JOB_RUN_ATTR] for s in studies if JOB_RUN_ATTR in s.user_attrs]
+        if known and not tracker.project_run_id:
+            run_id, owned = known[0], True
+            tracker.client.update_run(run_id, status="RUNNING")
+        else:
+            run_id, owned = tracker.job_run_id(name)
+            tracker.log_params(run_id, loggable_params(cfg), tags={"cellstudy.level": "job"})
+        for study in studies:
+            if JOB_RUN_ATTR not in study.user_attrs:
+                study.set_user_attr(JOB_RUN_ATTR, run_id)
+    return run_id, owned
+
+
 def study_run(tracker: Tracker, study: optuna.Study, cfg: ExperimentConfig, cell: str,
               job_run_id: str) -> str:
     """The study's MLflow run, created once and found again on resume and by every worker
-    (its id is a study user attribute)."""
-    run_id = study.user_attrs.get(RUN_ID_ATTR)
-    if run_id:
-        tracker.client.update_run(run_id, status="RUNNING")
-        return run_id
-    run_id = tracker.start_run(study.study_name, parent_run_id=job_run_id,
-                               tags={"optuna.study": study.study_name, "cell": cell,
-                                     "cellstudy.level": "study"})
-    tracker.log_params(run_id, {**flatten(cfg.study), "cell": cell,
-                                "storage": mask_url(cfg.study.storage)})
-    study.set_user_attr(RUN_ID_ATTR, run_id)
+    (its id is a study user attribute; workers take turns to look, so only one creates it)."""
+    with storage_lock(sqlalchemy_url(cfg.study.storage), f"study-run:{study.study_name}"):
+        run_id = study.user_attrs.get(RUN_ID_ATTR)
+        if run_id:
+            tracker.client.update_run(run_id, status="RUNNING")
+            return run_id
+        run_id = tracker.start_run(study.study_name, parent_run_id=job_run_id,
+                                   tags={"optuna.study": study.study_name, "cell": cell,
+                                         "cellstudy.level": "study"})
+        tracker.log_params(run_id, {**flatten(cfg.study), "cell": cell,
+                                    "storage": mask_url(cfg.study.storage)})
+        study.set_user_attr(RUN_ID_ATTR, run_id)
     return run_id
 
 
@@ -235,12 +284,51 @@ def run_study(cfg: ExperimentConfig, cell: str, tracker: Tracker, job_run_id: st
     run_id = study_run(tracker, study, cfg, cell, job_run_id)
     with tracker.ending(run_id):
         val = make_eval_set(cfg.data, cfg.data.val)
-        remaining = cfg.study.n_trials - counted_trials(study)
+        # On a GPU the study run records how busy the card was (MLflow system metrics).
+        on_gpu = resolve_device(cfg.train.device).type == "cuda"
+        with tracker.system_metrics(run_id, enabled=on_gpu):
+            _run_to_total(study, Objective(cfg, cell, tracker, run_id, val), cfg.study.n_trials,
+                          poll=min(cfg.study.heartbeat_interval, 2), progress=progress)
+        # Every worker gets here once the study is complete; they take turns, the first does
+        # the work and the others find it done (or redo it, if the first died doing it).
+        with storage_lock(sqlalchemy_url(cfg.study.storage), f"finalize:{study.study_name}"):
+            return finish_study(cfg, cell, study, tracker, run_id)
+
+
+def _run_to_total(study: optuna.Study, objective: Objective, total: int, poll: float,
+                  progress: bool) -> None:
+    """Runs trials until the study holds ``total`` counted trials and none is still running in
+    another worker. Waiting for those matters: a worker that died holding one is only found
+    out (its trial failed by the heartbeat check) after the grace period, and then its trial
+    must be run again by someone still alive."""
+    waiting = False
+    while True:
+        _fail_stale(study)
+        remaining = total - counted_trials(study)
         if remaining > 0:
-            study.optimize(Objective(cfg, cell, tracker, run_id, val), n_trials=remaining,
-                           callbacks=[_stop_at(cfg.study.n_trials)], catch=(DivergedError,),
-                           show_progress_bar=progress)
-        return finish_study(cfg, cell, study, tracker, run_id)
+            study.optimize(objective, n_trials=remaining, callbacks=[_stop_at(total)],
+                           catch=(DivergedError,), show_progress_bar=progress)
+            continue
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running or not _has_heartbeats(study):
+            return  # without heartbeats a dead worker cannot be told from a slow one
+        if not waiting:
+            log.info("study %s: waiting for %d trial(s) running in other workers",
+                     study.study_name, len(running))
+            waiting = True
+        time.sleep(poll)
+
+
+def _has_heartbeats(study: optuna.Study) -> bool:
+    # Public since Optuna 2.9 on heartbeat storages; the journal storage has none.
+    interval = getattr(study._storage, "get_heartbeat_interval", lambda: None)()
+    return interval is not None
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def finish_study(cfg: ExperimentConfig, cell: str, study: optuna.Study, tracker: Tracker,
@@ -253,6 +341,8 @@ def finish_study(cfg: ExperimentConfig, cell: str, study: optuna.Study, tracker:
         return StudyOutcome(cell, study.study_name, run_id, None, {}, math.nan, {}, None, False)
     best = study.best_trial
     best_run = best.user_attrs[RUN_ID_ATTR]
+    if study.user_attrs.get(FINALIZED_ATTR) == len(study.trials):
+        return _finalized_outcome(cfg, cell, study, tracker, run_id, best)
     test = _test_once(cfg, tracker, best, best_run)
     summary = {"val/mse_best": best.value, **test}
     tracker.log_params(run_id, {}, tags={"best_trial": str(best.number), "best_run_id": best_run,
@@ -263,8 +353,20 @@ def finish_study(cfg: ExperimentConfig, cell: str, study: optuna.Study, tracker:
     for path, fig in study_figures(study):
         tracker.log_figure(run_id, fig, path)
     version, moved = _register(cfg, cell, study, tracker, best, best_run, test)
+    study.set_user_attr(FINALIZED_ATTR, len(study.trials))
     return StudyOutcome(cell, study.study_name, run_id, best.number, dict(best.params),
                         float(best.value), test, version, moved)
+
+
+def _finalized_outcome(cfg: ExperimentConfig, cell: str, study: optuna.Study,
+                       tracker: Tracker, run_id: str, best: FrozenTrial) -> StudyOutcome:
+    """The outcome of a study another worker (or an earlier run) already finalized, read back
+    from the stores instead of testing, plotting and registering again."""
+    logged = tracker.client.get_run(best.user_attrs[RUN_ID_ATTR]).data.metrics
+    test = {k: v for k, v in logged.items() if k.startswith("test/")}
+    return StudyOutcome(cell, study.study_name, run_id, best.number, dict(best.params),
+                        float(best.value), test, study.user_attrs.get("registered_version"),
+                        False)
 
 
 def _test_once(cfg: ExperimentConfig, tracker: Tracker, best: FrozenTrial,

@@ -1,0 +1,185 @@
+"""Storage URLs and the locks shared by every worker of a study; imports no Optuna, so the CLI
+can check a URL (scheme, reachability) in a fraction of a second, before the heavy imports.
+
+The locks make the few one-time steps of a distributed study (creating the database's tables,
+the study's MLflow runs, registering its champion) happen once however many workers race to
+them. On PostgreSQL a lock is a session-level advisory lock in the study's own database: it
+works across machines, and the server drops it when the holder's connection dies, so a worker
+killed mid-step never leaves it held. Other storages (SQLite, journal files) live on one machine,
+and an ``flock`` on a file under the temp folder does the same there.
+
+    >>> with storage_lock("postgresql+psycopg2://u:p@db/optuna", "finalize:sin2cos-lstm"):
+    ...     ...                                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
+
+
+def check_storage_url(url: str) -> None:
+    """Refuses a storage URL whose scheme Optuna cannot open, before anything is created.
+
+    Raises:
+        ValueError: with a one-line message.
+    """
+    scheme = url.split(":", 1)[0].split("+", 1)[0]
+    if ":" not in url or scheme not in STORAGE_SCHEMES:
+        raise ValueError(f"unknown storage scheme in {mask_url(url)!r} "
+                         f"(valid: {', '.join(s + '://' for s in STORAGE_SCHEMES)})")
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``: storage URLs are logged and printed."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def mask_text(text: str, url: str) -> str:
+    """``text`` with the password of ``url`` (if any) replaced by ``***``: error messages from
+    drivers may quote the URL they were given."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return text
+    for secret in {password, unquote(password or "")} - {None, ""}:
+        text = text.replace(secret, "***")
+    return text
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The storage URL as SQLAlchemy should read it: SQLAlchemy 2.1 maps a bare
+    ``postgresql://`` to psycopg 3, and we ship psycopg2."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
+def check_storage_reachable(url: str, timeout: int = 5) -> None:
+    """Connects once to a database storage, so a wrong host, port, password or database is
+    reported before any study or run exists. Journal files need no check.
+
+    Raises:
+        ValueError: with a one-line message, the password masked.
+    """
+    if url.startswith("journal:"):
+        return
+    if url.startswith("sqlite:"):
+        # Connecting would create the file: check its folder instead.
+        folder = os.path.dirname(os.path.abspath(url.partition(":///")[2] or "."))
+        if not os.access(folder, os.W_OK):
+            raise ValueError(f"cannot create the Optuna storage {url}: "
+                             f"folder {folder} does not exist or is not writable")
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    url = sqlalchemy_url(url)
+    args = {"connect_timeout": timeout} if url.startswith(("postgresql", "mysql")) else {}
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=args)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+        engine.dispose()
+    except Exception as err:  # any driver, any failure: one line, no secrets
+        cause = getattr(err, "orig", None) or err
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise ValueError(mask_text(f"cannot reach the Optuna storage {mask_url(url)}: {first}",
+                                   url)) from None
+
+
+def _key(name: str) -> int:
+    """A signed 64-bit advisory-lock key for ``name`` (PostgreSQL's bigint)."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _is_postgres(url: str) -> bool:
+    return url.split(":", 1)[0].split("+", 1)[0] == "postgresql"
+
+
+@contextlib.contextmanager
+def storage_lock(url: str, name: str, wait: bool = True) -> Iterator[bool]:
+    """Holds the lock ``name`` among all users of the storage at ``url``.
+
+    Args:
+        url: the Optuna storage URL (``postgresql+psycopg2://...`` gets an advisory lock).
+        name: what is locked, e.g. ``finalize:<study name>``.
+        wait: block until the lock is free; when False, yield False at once if it is held.
+
+    Yields:
+        Whether this process holds the lock inside the block.
+    """
+    locker = _pg_lock if _is_postgres(url) else _file_lock
+    with locker(url, name, wait) as held:
+        yield held
+
+
+@contextlib.contextmanager
+def _pg_lock(url: str, name: str, wait: bool) -> Iterator[bool]:
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    # NullPool: closing the connection really disconnects, which is what releases the lock
+    # if the unlock below never runs.
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            key = {"k": _key(name)}
+            if wait:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), key)
+                held = True
+            else:
+                held = bool(conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"),
+                                         key).scalar())
+            conn.commit()
+            try:
+                yield held
+            finally:
+                if held:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), key)
+                    conn.commit()
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def _file_lock(url: str, name: str, wait: bool) -> Iterator[bool]:
+    path = _lock_path(url, name)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            held = True
+        except BlockingIOError:
+            held = False
+        yield held
+    finally:
+        os.close(fd)  # closing drops the flock
+
+
+def _lock_path(url: str, name: str) -> Path:
+    """One lock file per (storage file, name), outside the user's folders. The URL's path is
+    made absolute so that workers started from different folders agree."""
+    scheme, _, rest = url.partition(":")
+    path = rest.removeprefix("///") if scheme == "sqlite" else rest.removeprefix("//")
+    where = f"{scheme}:{os.path.abspath(path)}" if path else url
+    digest = hashlib.sha256(f"{where}\0{name}".encode()).hexdigest()[:24]
+    folder = Path(tempfile.gettempdir()) / "cellstudy-locks"
+    folder.mkdir(mode=0o777, exist_ok=True)
+    return folder / f"{digest}.lock"

@@ -1,0 +1,187 @@
+"""Bad input through the real CLI: each case gets one line on stderr that names the problem, a
+non-zero exit, no traceback, and leaves no MLflow run and no Optuna study behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, subprocess_env
+from servers import free_port
+
+SMOKE = str(ROOT / "experiments" / "smoke.yaml")
+SECRET = "pw-never-printed"
+
+# (id, files to write into tmp_path, CLI arguments after `python -m pipeline`, message fragment)
+TABLE = [
+    ("unknown-cell", {}, ["tune", "--cells", "lstm,tcn"], "unknown cell 'tcn'"),
+    ("unknown-cell-train", {}, ["train", "--cell", "transformer"], "unknown cell 'transformer'"),
+    ("empty-range-set", {}, ["tune", "--set", "study.lr="], "study.lr must be a list"),
+    ("empty-range-yaml", {"empty.yaml": "study:\n  hidden_size: []\n"},
+     ["tune", "--config", "{tmp}/empty.yaml"], "study.hidden_size must have 2 items, got []"),
+    ("reversed-range", {}, ["tune", "--set", "study.hidden_size=64,8"],
+     "study.hidden_size is reversed"),
+    ("reversed-lr-range", {}, ["tune", "--set", "study.lr=0.1,0.001"], "study.lr is reversed"),
+    ("zero-size-range", {}, ["tune", "--set", "study.hidden_size=0,8"], "must be positive"),
+    ("negative-hidden-size", {}, ["train", "--hidden-size", "-4"],
+     "model.hidden_size must be positive"),
+    ("zero-batch", {}, ["train", "--set", "train.batch_size=0"],
+     "train.batch_size must be positive"),
+    ("negative-lr", {}, ["train", "--lr", "-0.01"], "train.lr must be positive"),
+    ("malformed-yaml", {"bad.yaml": "study: [rnn, lstm\ntrain: {lr: 1}\n"},
+     ["tune", "--config", "{tmp}/bad.yaml"], "malformed YAML"),
+    ("not-a-mapping", {"list.yaml": "- a\n- b\n"}, ["tune", "--config", "{tmp}/list.yaml"],
+     "top level must be a mapping"),
+    ("missing-config", {}, ["tune", "--config", "{tmp}/nope.yaml"], "config file not found"),
+    ("unknown-key-yaml", {"typo.yaml": "study:\n  n_trails: 3\n"},
+     ["tune", "--config", "{tmp}/typo.yaml"], "unknown key study.'n_trails'"),
+    ("unknown-key-set", {}, ["tune", "--set", "train.lrr=0.1"], "unknown key 'train.lrr'"),
+    ("set-without-value", {}, ["tune", "--set", "train.lr"], "--set takes KEY=VALUE"),
+    ("wrong-type-yaml", {"type.yaml": "train:\n  lr: fast\n"},
+     ["tune", "--config", "{tmp}/type.yaml"], "train.lr must be float, got 'fast'"),
+    ("wrong-type-set", {}, ["tune", "--set", "train.steps=2.5"], "train.steps must be int"),
+    ("wrong-type-bool", {}, ["tune", "--set", "study.n_trials=true"],
+     "study.n_trials must be a"),
+    ("zero-trials", {}, ["tune", "--n-trials", "0"], "n_trials must be positive, got 0"),
+    ("negative-trials", {}, ["tune", "--n-trials", "-3"], "n_trials must be positive, got -3"),
+    ("unknown-storage-scheme", {}, ["tune", "--storage", "redis://127.0.0.1/0"],
+     "unknown storage scheme"),
+    ("no-storage-scheme", {}, ["tune", "--storage", "optuna.db"], "unknown storage scheme"),
+    ("unreachable-database", {},
+     ["tune", "--storage", f"postgresql://cellstudy:{SECRET}@127.0.0.1:{{port}}/optuna"],
+     "cannot reach the Optuna storage postgresql+psycopg2://cellstudy:***@127.0.0.1"),
+    ("storage-folder-missing", {}, ["tune", "--storage", "sqlite:///{tmp}/no/such/optuna.db"],
+     "does not exist or is not writable"),
+    ("unknown-data-set", {}, ["evaluate", "--model-uri", "models:/x@champion", "--data", "nope"],
+     "unknown data set 'nope'"),
+    ("wrong-model-uri", {}, ["evaluate", "--model-uri", "models:/sin2cos-nope@champion"],
+     "cannot load model 'models:/sin2cos-nope@champion'"),
+    ("wrong-model-path", {}, ["evaluate", "--model-uri", "{tmp}/no-model"],
+     "cannot load model"),
+    ("input-4d", {"x.npy": np.zeros((2, 3, 1, 1), np.float32)},
+     ["evaluate", "--model-uri", "runs:/none/model", "--input", "{tmp}/x.npy"],
+     "input must be shaped (batch, T, 1) with T >= 1, got (2, 3, 1, 1)"),
+    ("input-two-features", {"x.npy": np.zeros((2, 3, 2))},
+     ["evaluate", "--model-uri", "runs:/none/model", "--input", "{tmp}/x.npy"],
+     "got (2, 3, 2)"),
+    ("input-not-numbers", {"x.json": [["a", "b"]]},
+     ["evaluate", "--model-uri", "runs:/none/model", "--input", "{tmp}/x.json"],
+     "input must be numeric"),
+    ("input-missing-file", {},
+     ["evaluate", "--model-uri", "runs:/none/model", "--input", "{tmp}/none.npy"],
+     "cannot read"),
+]
+
+
+def _write(tmp_path: Path, files: dict) -> None:
+    for name, content in files.items():
+        path = tmp_path / name
+        if isinstance(content, np.ndarray):
+            np.save(path, content)
+        elif name.endswith(".json"):
+            path.write_text(json.dumps(content))
+        else:
+            path.write_text(content)
+
+
+def run_cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """``python -m pipeline ARGS`` in tmp_path with its own stores; smoke config by default."""
+    if "--config" not in args:
+        args = [args[0], "--config", SMOKE, *args[1:]]
+    if args[0] == "tune" and "--storage" not in args:
+        args = [*args, "--storage", f"sqlite:///{tmp_path / 'optuna.db'}"]
+    return subprocess.run([sys.executable, "-m", "pipeline", "-q", *args], cwd=tmp_path,
+                          env={**subprocess_env(tmp_path), **env}, capture_output=True, text=True,
+                          timeout=120)
+
+
+def _count(db: Path, table: str) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        found = conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name=?",
+                             (table,)).fetchone()
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] if found else 0
+
+
+def assert_refused(done: subprocess.CompletedProcess, fragment: str, tmp_path: Path) -> None:
+    """One line on stderr naming the problem, exit status 2, no traceback, nothing created."""
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ") and fragment in lines[0], lines[0]
+    assert "Traceback" not in done.stderr + done.stdout
+    assert _count(tmp_path / "mlflow.db", "runs") == 0
+    assert _count(tmp_path / "optuna.db", "studies") == 0
+
+
+@pytest.mark.parametrize(("files", "args", "fragment"), [case[1:] for case in TABLE],
+                         ids=[case[0] for case in TABLE])
+def test_bad_input_is_refused_in_one_line(files, args, fragment, tmp_path):
+    _write(tmp_path, files)
+    port = free_port()  # nothing listens there
+    args = [a.format(tmp=tmp_path, port=port) for a in args]
+    done = run_cli(args, tmp_path)
+    assert_refused(done, fragment.format(port=port), tmp_path)
+    assert SECRET not in done.stdout + done.stderr
+
+
+def test_unreachable_tracking_server_is_reported_before_training(tmp_path):
+    port = free_port()
+    uri = f"http://cellstudy:{SECRET}@127.0.0.1:{port}"
+    done = run_cli(["tune"], tmp_path, MLFLOW_TRACKING_URI=uri)
+    assert_refused(done, "cannot reach the MLflow tracking store http://cellstudy:***@", tmp_path)
+    assert SECRET not in done.stdout + done.stderr
+    assert not (tmp_path / "optuna.db").exists()  # refused before the storage was touched
+
+
+@pytest.fixture(scope="module")
+def model_uri(tmp_path_factory) -> str:
+    """A logged model (untrained weights: the shapes are what is tested) in its own store."""
+    import mlflow
+
+    from pipeline.config import ModelConfig, to_dict
+    from pipeline.tracking import Tracker
+    from pipeline.train import build_model
+
+    root = tmp_path_factory.mktemp("model")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    cwd = os.getcwd()
+    os.chdir(root)  # the store's default artifact root is ./mlruns
+    try:
+        tracker = Tracker("shapes")
+        run_id = tracker.start_run("shapes")
+        cfg = ModelConfig(cell="gru", hidden_size=4)
+        tracker.log_checkpoint(run_id, build_model(cfg).state_dict(), to_dict(cfg))
+        model = tracker.log_model(run_id)
+    finally:
+        mlflow.set_tracking_uri(None)
+        os.chdir(cwd)
+    return f"{uri}|{model}|{root}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "content", "shape"), [
+    ("2d.npy", np.zeros((3, 7)), (3, 7, 1)),
+    ("float64.npy", np.sin(np.linspace(0, 3, 10))[None, :, None], (1, 10, 1)),
+    ("list.json", [[0.0, 0.3, 0.6], [0.1, 0.2, 0.3]], (2, 3, 1)),
+])
+def test_evaluate_converts_unambiguous_input(model_uri, name, content, shape, tmp_path):
+    """A (batch, T) array, float64 and a nested list are read as (batch, T, 1) float32."""
+    store, uri, root = model_uri.split("|")
+    _write(tmp_path, {name: content})
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "-q", "evaluate", "--model-uri", uri,
+         "--input", str(tmp_path / name), "--output", str(tmp_path / "y.npy")],
+        cwd=root, env={**subprocess_env(tmp_path), "MLFLOW_TRACKING_URI": store},
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    y = np.load(tmp_path / "y.npy")
+    assert y.shape == shape and y.dtype == np.float32 and np.isfinite(y).all()

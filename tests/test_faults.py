@@ -1,0 +1,126 @@
+"""Faults: diverging trials, a model that does not load, SIGINT/SIGTERM in the middle of a
+study. Each leaves Optuna and MLflow consistent, and a champion only where a good model is."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from conftest import ROOT, subprocess_env
+
+from pipeline import tuning
+from pipeline.config import ModelConfig, to_dict
+from pipeline.tracking import Tracker
+from pipeline.train import build_model
+
+SMOKE = str(ROOT / "experiments" / "smoke.yaml")
+
+
+def test_diverging_trials_fail_in_both_stores_and_the_study_goes_on(tiny_cfg, tracking_store,
+                                                                    tmp_path):
+    cfg = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+                            "study.lr": "1e-3,1e30", "study.n_trials": 3,
+                            "study.pruner_startup_trials": 10})
+    study = tuning.open_study(cfg, "gru")
+    # A huge lr turns the loss to NaN within one validation interval (grad clipping or not).
+    for lr in (1e25, 1e-2, 1e28):
+        study.enqueue_trial({"hidden_size": 8, "lr": lr})
+    tracker = Tracker(cfg.tracking.experiment)
+    job = tracker.start_run("job")
+    outcome = tuning.run_study(cfg, "gru", tracker, job)
+
+    study = tuning.open_study(cfg, "gru")
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "COMPLETE", "FAIL"], "the study went on past the divergences"
+    assert tuning.counted_trials(study) == 3, "a diverged trial counts toward the total"
+    for trial in study.trials:
+        run = tracker.client.get_run(trial.user_attrs[tuning.RUN_ID_ATTR])
+        assert run.info.status == ("FINISHED" if trial.state.name == "COMPLETE" else "FAILED")
+        if trial.state.name == "FAIL":
+            assert "DivergedError" in run.data.tags["failure_reason"]
+    assert outcome.best_trial == 1
+    champion = tracker.champion(f"{cfg.tracking.registry_prefix}-gru", "champion")
+    assert champion.tags["trial"] == "1"
+
+
+def _checkpoint_run(tracker: Tracker, weights_cfg: ModelConfig, claimed_cfg: ModelConfig) -> str:
+    run_id = tracker.start_run("ckpt")
+    tracker.log_checkpoint(run_id, build_model(weights_cfg).state_dict(), to_dict(claimed_cfg))
+    return run_id
+
+
+def test_alias_never_points_at_a_model_that_does_not_load(tracking_store):
+    tracker = Tracker("promote")
+    good = ModelConfig(cell="lstm", hidden_size=4)
+    v1, moved = tracker.promote("m", tracker.log_model(_checkpoint_run(tracker, good, good)),
+                                0.5, "champion", {})
+    assert moved
+    # Weights of one size under a config of another: logs fine, fails to load.
+    broken = _checkpoint_run(tracker, ModelConfig(cell="lstm", hidden_size=6), good)
+    with pytest.raises(Exception, match="size mismatch"):
+        tracker.promote("m", tracker.log_model(broken), 0.1, "champion", {})
+    assert str(tracker.champion("m", "champion").version) == str(v1)
+    versions = [str(v.version) for v in tracker.client.search_model_versions("name='m'")]
+    assert versions == [str(v1)], "the broken version is not left behind, half-registered"
+
+
+def _statuses(db) -> dict[str, list[str]]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT t.value, r.status FROM runs r JOIN tags t ON "
+                            "t.run_uuid = r.run_uuid AND t.key = 'cellstudy.level'").fetchall()
+    out: dict[str, list[str]] = {}
+    for level, status in rows:
+        out.setdefault(level, []).append(status)
+    return out
+
+
+def _running_trials(db) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as conn:
+            query = "SELECT COUNT(*) FROM trials WHERE state = 'RUNNING'"
+            return conn.execute(query).fetchone()[0]
+    except sqlite3.OperationalError:  # tables not made yet
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_mid_study_ends_runs_killed_and_resumes(signum, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = [sys.executable, "-m", "pipeline", "-q", "tune", "--config", SMOKE, "--cells", "rnn",
+            "--n-trials", "2", "--storage", storage]
+    env = subprocess_env(tmp_path)
+    proc = subprocess.Popen([*args, "--set", "train.steps=100000"], cwd=tmp_path, env=env,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while _running_trials(tmp_path / "optuna.db") == 0 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    time.sleep(1.0)  # well inside training
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err
+    assert "Traceback" not in err and "interrupted" in err
+
+    statuses = _statuses(tmp_path / "mlflow.db")
+    assert statuses["trial"] == ["KILLED"] and statuses["study"] == ["KILLED"]
+    assert statuses["job"] == ["KILLED"]
+    study = optuna.load_study(study_name="sin2cos-smoke-rnn", storage=storage)
+    assert tuning.counted_trials(study) == 0, "an interrupted trial is redone on resume"
+    with sqlite3.connect(tmp_path / "mlflow.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0] == 0
+
+    if signum == signal.SIGTERM:  # resuming once is enough to show it
+        done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        study = optuna.load_study(study_name="sin2cos-smoke-rnn", storage=storage)
+        assert tuning.counted_trials(study) == 2
+        assert "RUNNING" not in sum(_statuses(tmp_path / "mlflow.db").values(), [])
+        assert "@champion" in done.stdout

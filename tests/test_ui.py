@@ -1,0 +1,235 @@
+"""The MLflow UI as a user sees it: the smoke job's store served by a real ``mlflow server`` and
+opened in headless Chromium (Debian's package, driven by playwright).
+
+What it checks is what a user relies on: the experiment opens on training runs, the studies are
+listed with their trials nested under them, a trial shows its metrics and its prediction PNG,
+the registered model shows the champion alias, the job run carries report.md.
+
+Found in MLflow 3.17.2: the sidebar's GenAI / Model training switch (kept in the browser,
+GenAI by default, or ``?workflowType=machine_learning`` in the URL) decides what an experiment
+opens on; the experiment's ``mlflow.experimentKind`` tag is not read while that switch exists.
+The SPA renders late, so every step waits for an element, never for a fixed time.
+
+    CELLSTUDY_UI_SHOTS=docs pytest tests/test_ui.py                 # also keep the screenshots
+    CELLSTUDY_UI_STORE=/tmp/job pytest tests/test_ui.py             # a store a job already filled
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, subprocess_env
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 60_000
+"""Per element: the first page load compiles a large bundle on a busy 2-core machine."""
+RUN_NAME_CELL = "[role=gridcell][col-id='attributes.`Run Name`']"
+
+
+@dataclass
+class Store:
+    """A filled tracking store and the ids a user would click through."""
+
+    root: Path
+    experiment_id: str
+    job: object
+    studies: list
+    trial: object
+    registered: str
+    alias: str
+
+
+def _run_smoke_job(root: Path) -> None:
+    """The smoke job into a throw-away store: ./mlruns lands under ``root``."""
+    cmd = [sys.executable, "-m", "pipeline", "-q", "tune",
+           "--config", str(ROOT / "experiments" / "smoke.yaml"),
+           "--storage", f"sqlite:///{root / 'optuna.db'}"]
+    done = subprocess.run(cmd, cwd=root, env=subprocess_env(root), capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _load_store(root: Path) -> Store:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("sin2cos")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+
+    def level(name: str) -> list:
+        return [r for r in runs if r.data.tags.get("cellstudy.level") == name]
+
+    job, studies = level("job")[0], level("study")
+    first = min(studies, key=lambda r: r.info.run_name)
+    trials = [r for r in level("trial")
+              if r.data.tags.get("mlflow.parentRunId") == first.info.run_id
+              and r.info.status == "FINISHED"]
+    trial = min(trials, key=lambda r: int(r.data.tags["optuna.trial_number"]))
+    model = client.search_registered_models()[0]
+    alias = next(iter(model.aliases))
+    return Store(root, exp.experiment_id, job, studies, trial, model.name, alias)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Store:
+    given = os.environ.get("CELLSTUDY_UI_STORE")
+    if given:
+        return _load_store(Path(given))
+    root = tmp_path_factory.mktemp("ui-store")
+    _run_smoke_job(root)
+    return _load_store(root)
+
+
+@pytest.fixture(scope="module")
+def server(store: Store, tmp_path_factory) -> Iterator[str]:
+    from servers import mlflow_server
+
+    with mlflow_server(f"sqlite:///{store.root / 'mlflow.db'}",
+                       tmp_path_factory.mktemp("ui-server")) as srv:
+        yield srv.url
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory) -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS, headless=True, viewport={"width": 1400, "height": 900})
+        context.set_default_timeout(TIMEOUT_MS)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def page(browser, tmp_path) -> Iterator[object]:
+    page = browser.new_page()
+    try:
+        yield page
+    finally:
+        page.screenshot(path=str(tmp_path / "last.png"))  # left for a failing test's post-mortem
+        page.close()
+
+
+def _shot(page, name: str, tmp_path: Path) -> None:
+    """Saves a screenshot; also into $CELLSTUDY_UI_SHOTS when set (docs/ for the README)."""
+    path = tmp_path / name
+    page.screenshot(path=str(path))
+    target = os.environ.get("CELLSTUDY_UI_SHOTS")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(target) / name)
+
+
+def _close_assistant(page) -> None:
+    """The assistant side panel takes a third of the screen; a user closes it once."""
+    close = page.locator("button[aria-label='Close']")
+    if close.count():
+        close.first.click()
+
+
+def _expand(page, run_name: str) -> None:
+    cell = page.locator(RUN_NAME_CELL, has_text=run_name).first
+    cell.locator("button[data-component-id*='runnamecellrenderer']").click()
+
+
+def test_experiment_opens_on_training_runs(page, server: str, store: Store, tmp_path) -> None:
+    """Under Model training (the switch a user flips once, or the link the README gives) the
+    experiment opens on its runs, not on the GenAI overview."""
+    from mlflow import MlflowClient
+
+    exp = MlflowClient(f"sqlite:///{store.root / 'mlflow.db'}").get_experiment(
+        store.experiment_id)
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
+
+    page.goto(f"{server}/#/experiments/{store.experiment_id}")
+    page.get_by_text("Model training", exact=True).first.click()
+    page.get_by_text(store.job.info.run_name, exact=True).first.wait_for()
+    assert "/runs" in page.url
+
+    page.goto(f"{server}/#/experiments/{store.experiment_id}?workflowType=machine_learning")
+    page.get_by_text(store.job.info.run_name, exact=True).first.wait_for()
+    assert "/runs" in page.url
+    assert not page.get_by_text("Detect Issues").count()  # the GenAI overview's button
+
+
+def test_runs_page_nests_trials_under_studies(page, server: str, store: Store,
+                                              tmp_path) -> None:
+    page.goto(f"{server}/#/experiments/{store.experiment_id}/runs"
+              "?workflowType=machine_learning")
+    job = store.job.info.run_name
+    page.get_by_text(job, exact=True).first.wait_for()
+    _close_assistant(page)
+    study = min(s.info.run_name for s in store.studies)
+    trial = store.trial.info.run_name
+    assert not page.get_by_text(study, exact=True).count()  # nested: hidden until expanded
+
+    _expand(page, job)
+    for s in store.studies:
+        page.get_by_text(s.info.run_name, exact=True).first.wait_for()
+    page.get_by_text("baseline-zero", exact=True).first.wait_for()
+    assert not page.get_by_text(trial, exact=True).count()
+
+    _expand(page, study)
+    page.get_by_text(trial, exact=True).first.wait_for()
+    _shot(page, "ui-runs.png", tmp_path)
+
+
+def test_trial_page_shows_metrics_and_prediction_png(page, server: str, store: Store,
+                                                     tmp_path) -> None:
+    run = store.trial.info
+    page.goto(f"{server}/#/experiments/{store.experiment_id}/runs/{run.run_id}"
+              "?workflowType=machine_learning")
+    page.get_by_text(run.run_name).first.wait_for()
+    _close_assistant(page)
+    for key in ("val/mse_best", "val/mse", "train/loss"):
+        page.get_by_text(key, exact=True).first.wait_for()
+    best = store.trial.data.metrics["val/mse_best"]
+    assert page.get_by_text(f"{best:.4g}"[:5]).count()  # the value, however the UI rounds it
+    _shot(page, "ui-trial.png", tmp_path)
+
+    page.goto(f"{server}/#/experiments/{store.experiment_id}/runs/{run.run_id}/artifacts"
+              "?workflowType=machine_learning")
+    page.get_by_text("plots", exact=True).first.click()
+    page.get_by_text("val_predictions.png", exact=True).first.click()
+    # The preview is an <img> that has loaded real pixels from the artifact store.
+    page.wait_for_function("""() => [...document.images].some(
+        im => im.complete && im.naturalWidth > 300)""", timeout=TIMEOUT_MS)
+    _shot(page, "ui-trial-artifact.png", tmp_path)
+
+
+def test_registered_model_shows_champion_alias(page, server: str, store: Store,
+                                               tmp_path) -> None:
+    page.goto(f"{server}/#/models/{store.registered}?workflowType=machine_learning")
+    page.get_by_text(store.registered).first.wait_for()
+    page.get_by_text(store.alias).first.wait_for()
+    _close_assistant(page)
+    _shot(page, "ui-model.png", tmp_path)
+
+
+def test_job_run_shows_report(page, server: str, store: Store, tmp_path) -> None:
+    run = store.job.info
+    page.goto(f"{server}/#/experiments/{store.experiment_id}/runs/{run.run_id}/artifacts"
+              "?workflowType=machine_learning")
+    page.get_by_text("report.md", exact=True).first.click()
+    page.get_by_text("Differences between cells").first.wait_for()
+    page.get_by_text("The tutorial's claims").first.wait_for()
+    _close_assistant(page)
+    _shot(page, "ui-report.png", tmp_path)
