@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# The GPU check, one script for a machine with a CUDA card (at most 8 minutes):
+#   1. the test suite on CUDA (device "auto" picks the GPU; tests/test_cuda.py runs its CUDA
+#      cases: CUDA graph vs eager, CUDA vs CPU, system metrics with GPU fields),
+#   2. a short study on CUDA (smoke config, one cell), its runs' device and GPU system metrics,
+#   3. the CUDA-trained champion loaded and run on the CPU (no GPU visible),
+#   4. time per training step: CPU vs CUDA eager vs CUDA graph (bench/steps.py).
+# Results go to $OUT/gpu_check.json (or bench/gpu_check.json), logs beside it. Each part is
+# timed out on its own and its failure is recorded, so one broken part does not hide the rest.
+#
+#   bash bench/gpu_check.sh            # from the repository root
+# On the CPU it runs every part that does not need a GPU and says what it skipped.
+if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD; fi
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="${PYTHONPATH:-$PWD}"
+case ":$PYTHONPATH:" in *":$PWD:"*) ;; *) export PYTHONPATH="$PYTHONPATH:$PWD" ;; esac
+PY=${PYTHON:-python3}
+DEST=${OUT:-bench}
+mkdir -p "$DEST"
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+export MLFLOW_TRACKING_URI="sqlite:///$TMP/mlflow.db" PYTHONUNBUFFERED=1
+unset MLFLOW_RUN_ID
+declare -A STATUS
+
+part() {  # part NAME SECONDS COMMAND... : runs with a timeout, logs, records the exit status
+  local name=$1 limit=$2; shift 2
+  echo "== $name (limit ${limit}s)"
+  local start=$SECONDS
+  timeout "$limit" "$@" >"$DEST/gpu_check_$name.log" 2>&1
+  local rc=$?
+  STATUS[$name]="rc=$rc seconds=$((SECONDS - start))"
+  echo "   ${STATUS[$name]}; last lines:"
+  tail -n 5 "$DEST/gpu_check_$name.log" | sed 's/^/   | /'
+}
+
+$PY - <<'EOF' >"$DEST/gpu_check_env.log" 2>&1
+import importlib, platform
+import torch
+print("python", platform.python_version(), "torch", torch.__version__,
+      "cuda", torch.cuda.is_available(),
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+for mod in ("numpy", "yaml", "matplotlib", "mlflow", "optuna", "pytest", "psutil", "pynvml"):
+    try:
+        m = importlib.import_module(mod)
+        print(mod, getattr(m, "__version__", "?"))
+    except Exception as err:  # noqa: BLE001
+        print(mod, "MISSING", type(err).__name__, err)
+EOF
+cat "$DEST/gpu_check_env.log"
+CUDA=$($PY -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
+HAVE_MLFLOW=$($PY -c "import mlflow, optuna" >/dev/null 2>&1 && echo 1 || echo 0)
+
+# 1. Tests on CUDA: the CUDA cases first, then the rest of the fast suite.
+part tests_cuda 120 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
+if [ "$HAVE_MLFLOW" = 1 ]; then
+  part tests_fast 120 $PY -m pytest -q -x -p no:cacheprovider -m "not slow" \
+    tests/test_train.py tests/test_model.py tests/test_data.py tests/test_tuning.py
+else
+  STATUS[tests_fast]="skipped: mlflow/optuna not importable"
+fi
+
+# 2 + 3. A short study on CUDA, then its champion on the CPU.
+if [ "$HAVE_MLFLOW" = 1 ]; then
+  DEVICE=$([ "$CUDA" = 1 ] && echo cuda || echo cpu)
+  part study 90 $PY -m pipeline -q tune --config experiments/smoke.yaml --cells lstm \
+    --device "$DEVICE" --storage "sqlite:///$TMP/optuna.db" --set study.n_trials=3 \
+    --set train.steps=100 --set train.eval_every=20
+  part champion_on_cpu 45 env CUDA_VISIBLE_DEVICES= $PY - <<'EOF'
+import json, numpy as np, mlflow, torch
+from mlflow import MlflowClient
+assert not torch.cuda.is_available()
+client = MlflowClient()
+trials = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                            "tags.`cellstudy.level` = 'trial'")
+studies = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                             "tags.`cellstudy.level` = 'study'")
+model = mlflow.pyfunc.load_model("models:/sin2cos-lstm@champion")
+x = np.sin(np.linspace(0, 6, 40, dtype=np.float32))[None, :, None]
+y = np.asarray(model.predict(x))
+print(json.dumps({
+    "trial_devices": sorted({r.data.tags.get("device") for r in trials}),
+    "gpu_system_metrics": sorted(k for r in studies for k in r.data.metrics
+                                 if k.startswith("system/gpu")),
+    "champion_predicts_on_cpu": bool(y.shape == x.shape and np.isfinite(y).all()),
+    "champion_mse_vs_cos": float(np.mean((y[0, 3:, 0] - np.cos(np.linspace(0, 6, 40))[3:]) ** 2)),
+}))
+EOF
+else
+  STATUS[study]="skipped: mlflow/optuna not importable"
+  STATUS[champion_on_cpu]="skipped: mlflow/optuna not importable"
+fi
+
+# 4. Time per training step on each device and path.
+part steps 90 $PY - <<EOF
+import json, sys
+sys.path.insert(0, "bench")
+import torch
+torch.set_num_threads(1)
+import steps
+out = {"device_steps": steps.device_steps(100, 5)}
+with open("$DEST/gpu_steps.json", "w") as f:
+    json.dump(out, f, indent=2)
+print(json.dumps(out, indent=2))
+EOF
+
+$PY - "$DEST" <<EOF
+import json, os, sys
+dest = sys.argv[1]
+status = {$(for k in "${!STATUS[@]}"; do printf '"%s": "%s", ' "$k" "${STATUS[$k]}"; done)}
+out = {"status": status, "env": open(os.path.join(dest, "gpu_check_env.log")).read().splitlines()}
+for name in ("gpu_steps.json",):
+    path = os.path.join(dest, name)
+    if os.path.exists(path):
+        out[name[:-5]] = json.load(open(path))
+log = os.path.join(dest, "gpu_check_champion_on_cpu.log")
+if os.path.exists(log):
+    lines = [l for l in open(log).read().splitlines() if l.startswith("{")]
+    out["champion_on_cpu"] = json.loads(lines[-1]) if lines else None
+with open(os.path.join(dest, "gpu_check.json"), "w") as f:
+    json.dump(out, f, indent=2)
+print(json.dumps(out["status"], indent=2))
+print("written to", os.path.join(dest, "gpu_check.json"))
+EOF

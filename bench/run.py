@@ -1,0 +1,300 @@
+"""The benchmark: every figure is a ratio against a baseline measured beside it, in one run on
+one machine. Writes JSON (default ``bench/results.json``); docs/performance.md explains each.
+
+    python bench/run.py            # full: about 10 minutes on 2 cores, includes the main job
+    python bench/run.py --quick    # under a minute: smaller counts, no main job
+
+Every store (MLflow SQLite and artifacts, Optuna SQLite) lives in a temporary folder. Each
+process uses one torch thread, as the pipeline does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "bench" / "results.json"
+CELL = "lstm"
+"""The cell of the tracking and scaling studies: the middle one in cost."""
+
+
+def _machine() -> dict[str, Any]:
+    import mlflow
+    import optuna
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cpu_threads": os.cpu_count(), "torch_threads_per_process": 1,
+            "gpu": gpu, "python": platform.python_version(), "torch": torch.__version__,
+            "mlflow": mlflow.__version__, "optuna": optuna.__version__,
+            "platform": platform.platform(), "load_avg_at_start": os.getloadavg()}
+
+
+# -- command-line timings ---------------------------------------------------------------------
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}", PYTHONUNBUFFERED="1",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return env
+
+
+def cli_help_seconds(repeats: int = 3) -> dict[str, Any]:
+    """Best of ``repeats`` runs of ``python -m pipeline --help``."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "pipeline", "--help"], cwd=ROOT, check=True,
+                       capture_output=True)
+        times.append(time.perf_counter() - start)
+    return {"value": min(times), "runs": times}
+
+
+def job_seconds(config: str, extra: list[str] | None = None) -> dict[str, Any]:
+    """Wall time of ``python -m pipeline tune`` with ``config`` on fresh stores: what a user
+    waits for, imports and the new store's schema included."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        cmd = [sys.executable, "-m", "pipeline", "-q", "tune", "--config", str(ROOT / config),
+               "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", *(extra or [])]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=tmp, env=_env(tmp_path), capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return {"value": seconds, "config": config, "fresh_store": True}
+
+
+# -- tracking overhead (in this process) --------------------------------------------------------
+
+def _study_cfg(tmp: Path, n_trials: int, steps: int, name: str) -> Any:
+    """A study whose trials all cost the same (hidden size fixed at the default 32; lr tuned)
+    and run to the end (no pruning), so that a tracked and a bare study do the same work."""
+    from pipeline.config import load_config
+
+    return load_config(ROOT / "experiments" / "default.yaml", {
+        "study.cells": CELL, "study.n_trials": n_trials, "study.name": name,
+        "study.hidden_size": "32,32", "study.pruner_startup_trials": n_trials + 1,
+        "study.storage": f"sqlite:///{tmp / 'optuna.db'}", "train.steps": steps})
+
+
+class _NaiveBuffer:
+    """The anchor: one ``log_metric`` call per training step (the mean loss since the last
+    validation, which is all ``fit`` reads) and one per validation value, as a loop that logs
+    every step would do."""
+
+    def __init__(self, client: Any, run_id: str, eval_every: int) -> None:
+        self.client, self.run_id, self.eval_every = client, run_id, eval_every
+        self.last = 0
+
+    def __call__(self, step: int, metrics: dict[str, float]) -> None:
+        for s in range(self.last + 1, step + 1):
+            self.client.log_metric(self.run_id, "train/loss", metrics["train/loss"], step=s)
+        self.client.log_metric(self.run_id, "val/mse", metrics["val/mse"], step=step)
+        self.last = step
+
+    def flush(self) -> None:
+        pass
+
+
+def _tracked_study(cfg: Any, tracker: Any, job_run: str) -> tuple[float, list[dict]]:
+    """Wall time of the pipeline's study (open, study run, every trial fully tracked) and the
+    params of its trials."""
+    from pipeline import tuning
+    from pipeline.data import make_eval_set
+
+    start = time.perf_counter()
+    study = tuning.open_study(cfg, CELL)
+    run_id = tuning.study_run(tracker, study, cfg, CELL, job_run)
+    val = make_eval_set(cfg.data, cfg.data.val)
+    study.optimize(tuning.Objective(cfg, CELL, tracker, run_id, val),
+                   n_trials=cfg.study.n_trials)
+    seconds = time.perf_counter() - start
+    return seconds, [t.params for t in study.trials]
+
+
+def tracking_overhead(tmp: Path, n_trials: int, steps: int) -> dict[str, Any]:
+    """Fully tracked study / the same trials with no tracking and no storage; and the anchor,
+    the same study logging every step with one ``log_metric`` call each."""
+    import optuna
+
+    from pipeline.data import make_eval_set
+    from pipeline.tracking import Tracker
+    from pipeline.train import fit
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    start = time.perf_counter()
+    tracker = Tracker("bench")
+    store_init = time.perf_counter() - start
+    job_run = tracker.start_run("bench-job")
+    # Warm-up: pays once-per-process costs (torch's optimizer imports, fonts, first queries)
+    # that are not the study's.
+    _tracked_study(_study_cfg(tmp, 1, 5, "warmup"), tracker, job_run)
+
+    cfg = _study_cfg(tmp, n_trials, steps, "tracked")
+    tracked, params = _tracked_study(cfg, tracker, job_run)
+
+    val = make_eval_set(cfg.data, cfg.data.val)
+    start = time.perf_counter()
+    for p in params:
+        fit(cfg.replace({"model.cell": CELL, "model.hidden_size": p["hidden_size"],
+                         "train.lr": p["lr"]}), val=val)
+    bare = time.perf_counter() - start
+
+    naive_tracker = Tracker("bench")
+    naive_tracker.metric_buffer = lambda run_id: _NaiveBuffer(  # type: ignore[method-assign]
+        naive_tracker.client, run_id, cfg.train.eval_every)
+    naive, _ = _tracked_study(_study_cfg(tmp, n_trials, steps, "naive"), naive_tracker, job_run)
+    per_trial = (tracked - bare) / n_trials
+    return {
+        "value": tracked / bare,
+        "goal": "<= 1.2",
+        "trials": n_trials,
+        "steps_per_trial": steps,
+        "tracked_seconds": tracked,
+        "bare_seconds": bare,
+        "tracking_seconds_per_trial": per_trial,
+        "anchor_log_metric_per_step": {"value": naive / bare, "seconds": naive,
+                                       "calls_per_trial": steps + steps // cfg.train.eval_every},
+        "store_init_seconds": store_init,
+        "what": "trial runs, params, batched metrics, a prediction PNG and a checkpoint per "
+                "trial, Optuna in SQLite; the bare run trains the same configs with fit() only",
+    }
+
+
+# -- parallel scaling (worker processes) -------------------------------------------------------
+
+def _worker(tmp: str, name: str, n_trials: int, steps: int, study_run: str,
+            barrier: Any, active: bool, out: Any) -> None:
+    """One worker: imports and opens everything, waits at the barrier, then runs trials of the
+    shared study until it holds ``n_trials``."""
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+    import optuna
+    import torch
+
+    from pipeline import tuning
+    from pipeline.data import make_eval_set
+    from pipeline.tracking import Tracker
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfg = _study_cfg(Path(tmp), n_trials, steps, name)
+    tracker = Tracker("bench")
+    study = tuning.open_study(cfg, CELL)
+    val = make_eval_set(cfg.data, cfg.data.val)
+    barrier.wait()
+    if active:
+        study.optimize(tuning.Objective(cfg, CELL, tracker, study_run, val),
+                       callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=None)])
+    out.put(time.time())
+
+
+def _scaling_round(tmp: Path, name: str, workers: int, n_trials: int, steps: int) -> float:
+    """Trials per second of ``workers`` processes sharing one study, timed from the moment all
+    of them are ready (process start-up is not the study's cost)."""
+    import optuna
+
+    from pipeline import tuning
+    from pipeline.tracking import Tracker
+
+    cfg = _study_cfg(tmp, n_trials, steps, name)
+    tracker = Tracker("bench")
+    study = tuning.open_study(cfg, CELL)
+    study_run = tracker.start_run(name)
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(workers + 1), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(str(tmp), name, n_trials, steps, study_run,
+                                               barrier, True, out)) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    start = time.time()
+    ends = [out.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+        if p.exitcode:
+            raise RuntimeError(f"scaling worker exited with {p.exitcode}")
+    done = len(optuna.load_study(study_name=study.study_name, storage=cfg.study.storage)
+               .get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    return done / (max(ends) - start)
+
+
+def parallel_scaling(tmp: Path, n_trials: int, steps: int) -> dict[str, Any]:
+    """Trials per second with 2 workers sharing one study / with 1 worker."""
+    one = _scaling_round(tmp, "scale-1", 1, n_trials, steps)
+    two = _scaling_round(tmp, "scale-2", 2, n_trials, steps)
+    return {"value": two / one, "goal": ">= 1.6 on 2 cores", "trials": n_trials,
+            "steps_per_trial": steps, "trials_per_s_1_worker": one,
+            "trials_per_s_2_workers": two}
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+def run(quick: bool) -> dict[str, Any]:
+    """Every measurement; ``quick`` shrinks counts and leaves out the main job."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import steps
+    import torch
+
+    torch.set_num_threads(1)
+    results: dict[str, Any] = {"quick": quick, "machine": _machine()}
+    t0 = time.perf_counter()
+    results["cli_help_seconds"] = cli_help_seconds()
+    n, rounds = (100, 3) if quick else (500, 7)
+    results["train_step_speedup"] = steps.train_step_speedup(n, rounds)
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        os.environ.pop("MLFLOW_RUN_ID", None)
+        cwd = os.getcwd()
+        os.chdir(tmp)  # the default artifact root ./mlruns lands in tmp
+        try:
+            # Trials as long as a default-config trial (400 steps), even when quick.
+            trials, trial_steps = (2, 400) if quick else (6, 400)
+            results["tracking_overhead"] = tracking_overhead(Path(tmp), trials, trial_steps)
+            trials, trial_steps = (4, 100) if quick else (8, 400)
+            results["parallel_scaling"] = parallel_scaling(Path(tmp), trials, trial_steps)
+        finally:
+            os.chdir(cwd)
+    results["smoke_seconds"] = job_seconds("experiments/smoke.yaml")
+    if not quick:
+        results["main_job_seconds"] = job_seconds("experiments/default.yaml")
+    results["machine"]["load_avg_at_end"] = os.getloadavg()
+    results["bench_seconds"] = time.perf_counter() - t0
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="under a minute; no main job")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file to write")
+    args = parser.parse_args(argv)
+    results = run(args.quick)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    summary = {k: round(v["value"], 3) for k, v in results.items()
+               if isinstance(v, dict) and "value" in v}
+    print(json.dumps(summary, indent=2))
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
