@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 
 from pipeline import tuning
 from pipeline.tracking import Tracker
+from pipeline.train import resolve_device
 
 CELLS = ("rnn", "lstm", "gru")
 
@@ -51,7 +52,7 @@ def test_a_tiny_study_per_cell_is_tracked_three_deep(tiny_cfg, tracker, tmp_path
         assert run.data.tags["optuna.trial_number"] == str(trial.number)  # ... and vice versa
         assert run.data.params["cell"] == cell
         assert {"hidden_size", "lr", "train.steps", "data.seq_len"} <= set(run.data.params)
-        assert run.data.tags["device"] == "cpu"
+        assert run.data.tags["device"] == str(resolve_device("auto"))  # cuda where present
         history = client.get_metric_history(run.info.run_id, "val/mse")
         assert history and history[0].step == 10
         assert len(client.get_metric_history(run.info.run_id, "train/loss")) == len(history)
