@@ -42,6 +42,8 @@ JOB_RUN_ATTR = "mlflow_job_run_id"
 """Study user attribute: the job run that every worker of the job's studies shares."""
 FINALIZED_ATTR = "finalized_at_trials"
 """Study user attribute: how many trials the study held when it was last finalized."""
+MIN_TRIALS_FOR_IMPORTANCE = 8
+"""Completed trials a study needs before its parameter-importance plot is drawn."""
 FAIL_ATTR = "fail_reason"
 """Set on trials that failed on their own (divergence): they count toward the total, while
 interrupted or stale trials do not and are run again on resume."""
@@ -409,8 +411,13 @@ def study_figures(study: optuna.Study) -> list[tuple[str, object]]:
     plots = [("plots/optimization_history.png", lambda: ovm.plot_optimization_history(study)),
              ("plots/contour_hidden_size_lr.png",
               lambda: ovm.plot_contour(study, params=["hidden_size", "lr"])),
-             ("plots/slice.png", lambda: ovm.plot_slice(study)),
-             ("plots/param_importances.png", lambda: ovm.plot_param_importances(study))]
+             ("plots/slice.png", lambda: ovm.plot_slice(study))]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    # fANOVA on a handful of points says nothing, and its import of scikit-learn costs about
+    # 5 s a process: a smoke study gets no importance plot.
+    if len(complete) >= MIN_TRIALS_FOR_IMPORTANCE:
+        plots.append(("plots/param_importances.png",
+                      lambda: ovm.plot_param_importances(study)))
     out = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # these plots are flagged experimental

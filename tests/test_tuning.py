@@ -163,3 +163,15 @@ def test_storage_urls_are_checked_and_masked():
     tuning.check_storage_url("postgresql+psycopg2://u:p@127.0.0.1/db")
     masked = tuning.mask_url("postgresql+psycopg2://user:s3cret@host:5432/db")
     assert "s3cret" not in masked and masked.startswith("postgresql+psycopg2://user:***@host")
+
+
+@pytest.mark.parametrize("n, has_importances",
+                         [(3, False), (tuning.MIN_TRIALS_FOR_IMPORTANCE, True)])
+def test_study_figures_are_optunas_own(n, has_importances):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_int("hidden_size", 8, 128, log=True)
+                   * t.suggest_float("lr", 1e-3, 1e-1, log=True), n_trials=n)
+    paths = [path for path, _ in tuning.study_figures(study)]
+    assert paths[:3] == ["plots/optimization_history.png", "plots/contour_hidden_size_lr.png",
+                         "plots/slice.png"]
+    assert ("plots/param_importances.png" in paths) == has_importances
