@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline import interrupts
 from pipeline.config import ConfigError, ExperimentConfig, load_config
 
 log = logging.getLogger("pipeline")
@@ -166,11 +167,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
             log.info("study %s-%s: %d trials in all", cfg.study.name, cell, cfg.study.n_trials)
             outcomes.append(tuning.run_study(cfg, cell, tracker, job_run, storage,
                                              progress=not args.quiet))
+        interrupts.check()  # a signal received during the last study's wrap-up
         table = summary_table(outcomes, cfg)
         tracker.log_text(job_run, table, "summary.md")
-        # Baselines, seed retrains of each champion, the tutorial's claims: report.md.
-        report = job_report(cfg, outcomes, tracker, job_run)
-    print(report)
+        # Baselines, seed retrains of each champion, the tutorial's claims: report.md; written
+        # by one worker of N (the others print the summary).
+        report = tuning.report_once(cfg, storage,
+                                    lambda: job_report(cfg, outcomes, tracker, job_run))
+    print(report or f"{table}\nThe job report (report.md on run {job_run}) was already "
+                    "written, by another worker or an earlier run.")
     return 0
 
 
@@ -217,7 +222,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         buffer = tracker.metric_buffer(run_id)
         val = make_eval_set(cfg.data, cfg.data.val)
         try:
-            result = fit(cfg, callbacks=[buffer, _progress_line(args.quiet)], val=val)
+            result = fit(cfg, callbacks=[buffer, _progress_line(args.quiet), interrupts.callback],
+                         val=val)
         finally:
             buffer.flush()
         tracker.log_metrics(run_id, {"val/mse_best": result.best_val,
@@ -275,8 +281,9 @@ def _predict_file(uri: str, path: str, output: str | None) -> int:
 
     import numpy as np
 
-    from pipeline.serving import InputError, as_sequences
-    from pipeline.tracking import load_pyfunc
+    # Only NumPy before the input is checked: bad input is refused in a fraction of a second,
+    # MLflow (seconds to import) is loaded only for input that will be used.
+    from pipeline.inputs import InputError, as_sequences
 
     try:
         raw = json.loads(open(path).read()) if path.endswith(".json") else np.load(path)
@@ -285,6 +292,8 @@ def _predict_file(uri: str, path: str, output: str | None) -> int:
         raise UsageError(f"{path}: {err}") from None
     except (OSError, ValueError) as err:  # missing file, not .npy, malformed JSON
         raise UsageError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+    from pipeline.tracking import load_pyfunc
+
     y = np.asarray(load_pyfunc(uri).predict(x))
     print(f"input {tuple(np.shape(raw))} read as {x.shape} float32; output {y.shape}")
     if output:
@@ -305,9 +314,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("alembic", "optuna", "mlflow", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # SIGTERM (a scheduler, `kill`, a container stop) unwinds like Ctrl-C: open runs end KILLED.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # Both are honored at safe points only (pipeline/interrupts.py says why); evaluate has no
+    # run to end and writes nothing, so Ctrl-C stops it at once, as usual.
+    deferred = interrupts.deferred() if args.command != "evaluate" else contextlib.nullcontext()
     try:
-        return COMMANDS[args.command](args)
+        with deferred:
+            return COMMANDS[args.command](args)
     except (ConfigError, UsageError, LookupError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -315,9 +327,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: open runs were ended as KILLED; run again to resume",
               file=sys.stderr)
         return 128 + (signal.SIGTERM if str(err) == "SIGTERM" else signal.SIGINT)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)

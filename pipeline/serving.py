@@ -18,36 +18,17 @@ and ``mlflow.pyfunc``.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import mlflow.models
 import mlflow.pyfunc
-import numpy as np
+
+# Defined without MLflow so the CLI checks input before importing it; re-exported here.
+from pipeline.inputs import InputError, as_sequences  # noqa: F401
 
 WEIGHTS = "weights"
 """Artifact key of the state dict (``torch.save``)."""
 MODEL_CONFIG = "model_config"
 """Artifact key of the ModelConfig as JSON."""
-
-
-class InputError(ValueError):
-    """The input cannot be read as (batch, T, 1) sin values."""
-
-
-def as_sequences(x: Any) -> np.ndarray:
-    """Reads ``x`` as a float32 (batch, T, 1) array, or says in one line why it cannot.
-
-    A (batch, T) array or nested list is taken as one feature per step; float64 is narrowed.
-    """
-    try:
-        arr = np.asarray(x, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise InputError("input must be numeric, shaped (batch, T, 1)") from None
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[-1] != 1 or arr.shape[1] < 1:
-        raise InputError(f"input must be shaped (batch, T, 1) with T >= 1, got {arr.shape}")
-    return arr
 
 
 class Sin2CosModel(mlflow.pyfunc.PythonModel):

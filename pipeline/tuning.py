@@ -16,10 +16,13 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
+from pipeline import interrupts
 from pipeline.config import ExperimentConfig, ModelConfig, flatten, to_dict
 from pipeline.data import Windows, make_eval_set
 from pipeline.plots import prediction_figure
@@ -40,6 +43,9 @@ RUN_ID_ATTR = "mlflow_run_id"
 """Trial and study user attribute: the MLflow run that records it."""
 JOB_RUN_ATTR = "mlflow_job_run_id"
 """Study user attribute: the job run that every worker of the job's studies shares."""
+REPORTED_ATTR = "reported_for"
+"""User attribute of the job's first study: the studies and trial total the job report was last
+written for, so that of N workers only one writes it."""
 FINALIZED_ATTR = "finalized_at_trials"
 """Study user attribute: how many trials the study held when it was last finalized."""
 MIN_TRIALS_FOR_IMPORTANCE = 8
@@ -83,9 +89,28 @@ def make_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120
     url = sqlalchemy_url(url)
     with warnings.catch_warnings(), storage_lock(url, "create-tables"):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval,
-                                          grace_period=grace_period,
-                                          heartbeat_stale_trial_callback=on_stale)
+        storage = optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval,
+                                             grace_period=grace_period,
+                                             heartbeat_stale_trial_callback=on_stale)
+    if url.startswith("sqlite:"):
+        _sqlite_wal(storage.engine)
+    return storage
+
+
+def _sqlite_wal(engine: sqlalchemy.engine.Engine) -> None:
+    """Every ``trial.report`` is a commit, 16 a trial; in SQLite's default rollback-journal
+    mode each commit waits for several fsyncs. Write-ahead logging with ``synchronous=NORMAL``
+    waits for none (a power cut may lose the last commits, never corrupt the file) and lets
+    workers on one machine read while another writes."""
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    sqlalchemy.event.listen(engine, "connect", on_connect)
+    engine.dispose()  # connections opened before the listener reconnect with it
 
 
 def open_study(cfg: ExperimentConfig, cell: str,
@@ -167,7 +192,9 @@ class Objective:
                                tags={"device": device})
             buffer = tracker.metric_buffer(run_id)
             try:
-                result = fit(cfg, callbacks=[buffer, _pruning(trial)], val=self.val)
+                # interrupts.callback last: a signal stops training after the pruner's report.
+                result = fit(cfg, callbacks=[buffer, _pruning(trial), interrupts.callback],
+                             val=self.val)
             except DivergedError as err:
                 trial.set_user_attr(FAIL_ATTR, str(err))
                 raise
@@ -251,6 +278,27 @@ def job_run(tracker: Tracker, cfg: ExperimentConfig, storage: optuna.storages.Ba
     return run_id, owned
 
 
+def report_once(cfg: ExperimentConfig, storage: optuna.storages.BaseStorage,
+                write: Callable[[], str]) -> str | None:
+    """Calls ``write`` (the job report: baselines, seed retrains, tutorial runs) unless another
+    worker, or an earlier run, already wrote it for the studies as they are now. Without this,
+    each of N workers would train the report's models and log its runs again under the shared
+    job run. Workers take turns; one that died writing lets the next one write it.
+
+    Returns:
+        What ``write`` returned, or None where the report was already written.
+    """
+    with storage_lock(sqlalchemy_url(cfg.study.storage), f"report:{cfg.study.name}"):
+        studies = [open_study(cfg, cell, storage) for cell in cfg.study.cells]
+        # The total, not the trials held: a worker may still add one over the total.
+        mark = f"{','.join(s.study_name for s in studies)} n_trials={cfg.study.n_trials}"
+        if studies[0].user_attrs.get(REPORTED_ATTR) == mark:
+            return None
+        text = write()
+        studies[0].set_user_attr(REPORTED_ATTR, mark)
+    return text
+
+
 def study_run(tracker: Tracker, study: optuna.Study, cfg: ExperimentConfig, cell: str,
               job_run_id: str) -> str:
     """The study's MLflow run, created once and found again on resume and by every worker
@@ -291,6 +339,7 @@ def run_study(cfg: ExperimentConfig, cell: str, tracker: Tracker, job_run_id: st
         with tracker.system_metrics(run_id, enabled=on_gpu):
             _run_to_total(study, Objective(cfg, cell, tracker, run_id, val), cfg.study.n_trials,
                           poll=min(cfg.study.heartbeat_interval, 2), progress=progress)
+        interrupts.check()  # not once the wrap-up has begun: it finishes, then the job stops
         # Every worker gets here once the study is complete; they take turns, the first does
         # the work and the others find it done (or redo it, if the first died doing it).
         with storage_lock(sqlalchemy_url(cfg.study.storage), f"finalize:{study.study_name}"):
@@ -305,10 +354,12 @@ def _run_to_total(study: optuna.Study, objective: Objective, total: int, poll: f
     must be run again by someone still alive."""
     waiting = False
     while True:
+        interrupts.check()  # between trials: a safe point to honor SIGINT/SIGTERM
         _fail_stale(study)
         remaining = total - counted_trials(study)
         if remaining > 0:
-            study.optimize(objective, n_trials=remaining, callbacks=[_stop_at(total)],
+            study.optimize(objective, n_trials=remaining,
+                           callbacks=[_stop_at(total), interrupts.stop_study],
                            catch=(DivergedError,), show_progress_bar=progress)
             continue
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

@@ -32,7 +32,7 @@ def tiny_cfg() -> ExperimentConfig:
 @pytest.fixture(scope="session")
 def _empty_store(tmp_path_factory) -> Path:
     """One migrated, empty MLflow database per session: creating one runs every alembic
-    migration (seconds), copying it takes milliseconds."""
+    migration (seconds), copying it takes milliseconds (``copy_store``)."""
     from mlflow.tracking import MlflowClient
 
     path = tmp_path_factory.mktemp("store") / "mlflow.db"
@@ -40,19 +40,37 @@ def _empty_store(tmp_path_factory) -> Path:
     return path
 
 
+def copy_store(empty: Path, folder: Path) -> str:
+    """Copies the migrated empty store into ``folder``; returns its tracking URI.
+
+    The migration wrote the Default experiment's artifact location as an absolute
+    ``<cwd>/mlruns/0`` (the repository, when pytest runs there): it is pointed at ``folder``,
+    or models logged there (MLflow 3 logs them in the active experiment) land in the checkout.
+    """
+    import shutil
+    import sqlite3
+
+    shutil.copy(empty, folder / "mlflow.db")
+    with sqlite3.connect(folder / "mlflow.db") as conn:
+        conn.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                     (str(folder / "mlruns" / "0"),))
+    conn.close()
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
 @pytest.fixture
 def tracking_store(tmp_path, monkeypatch, _empty_store) -> str:
     """A fresh SQLite tracking store and artifact folder; MLflow's globals point at it."""
-    import shutil
-
     import mlflow
 
-    shutil.copy(_empty_store, tmp_path / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = copy_store(_empty_store, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.chdir(tmp_path)  # default artifact root ./mlruns lands in tmp_path
     mlflow.set_tracking_uri(uri)
+    # set_registry_uri also exports MLFLOW_REGISTRY_URI and never unsets it: set it through
+    # monkeypatch first, so that it is restored and does not leak into later tests.
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     mlflow.set_registry_uri(uri)
     yield uri
     mlflow.set_tracking_uri(None)
@@ -70,14 +88,32 @@ def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 # -- real servers (tests/servers.py): started once per session, stopped at its end ---------------
 
 
+def in_ci() -> bool:
+    """True under CI (``.ci/run`` runs with ``CI=true``, as most CI services set it)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def skip_unless_installed(why: str | None) -> None:
+    """Skips the test when a program it needs is missing (``why`` says which), except under CI:
+    there the install step must have provided it, and a skip would hide that it did not.
+
+    Args:
+        why: None when everything is installed, else the reason.
+    """
+    if why is None:
+        return
+    if in_ci():
+        pytest.fail(f"CI is set but {why}: fix the install step in .ci/run", pytrace=False)
+    pytest.skip(why)
+
+
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory):
-    """A throw-away PostgreSQL 15 cluster on 127.0.0.1 (skipped where it is not installed)."""
+    """A throw-away PostgreSQL 15 cluster on 127.0.0.1 (skipped where it is not installed,
+    failed instead under CI)."""
     from servers import postgres, postgres_available
 
-    why = postgres_available()
-    if why:
-        pytest.skip(why)
+    skip_unless_installed(postgres_available())
     with postgres() as pg:
         yield pg
 

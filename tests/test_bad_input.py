@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, subprocess_env
+from conftest import ROOT, copy_store, subprocess_env
 from servers import free_port
 
 SMOKE = str(ROOT / "experiments" / "smoke.yaml")
@@ -123,7 +123,10 @@ def assert_refused(done: subprocess.CompletedProcess, fragment: str, tmp_path: P
 
 @pytest.mark.parametrize(("files", "args", "fragment"), [case[1:] for case in TABLE],
                          ids=[case[0] for case in TABLE])
-def test_bad_input_is_refused_in_one_line(files, args, fragment, tmp_path):
+def test_bad_input_is_refused_in_one_line(files, args, fragment, tmp_path, _empty_store):
+    # A migrated empty store: a CLI that reaches it (wrong model URI) need not build one
+    # first (seconds), and "no run created" is still checked on it.
+    copy_store(_empty_store, tmp_path)
     _write(tmp_path, files)
     port = free_port()  # nothing listens there
     args = [a.format(tmp=tmp_path, port=port) for a in args]
@@ -142,7 +145,7 @@ def test_unreachable_tracking_server_is_reported_before_training(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def model_uri(tmp_path_factory) -> str:
+def model_uri(tmp_path_factory, _empty_store) -> str:
     """A logged model (untrained weights: the shapes are what is tested) in its own store."""
     import mlflow
 
@@ -151,7 +154,7 @@ def model_uri(tmp_path_factory) -> str:
     from pipeline.train import build_model
 
     root = tmp_path_factory.mktemp("model")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = copy_store(_empty_store, root)
     mlflow.set_tracking_uri(uri)
     cwd = os.getcwd()
     os.chdir(root)  # the store's default artifact root is ./mlruns
@@ -167,21 +170,37 @@ def model_uri(tmp_path_factory) -> str:
     return f"{uri}|{model}|{root}"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("name", "content", "shape"), [
+CONVERTED = [
     ("2d.npy", np.zeros((3, 7)), (3, 7, 1)),
     ("float64.npy", np.sin(np.linspace(0, 3, 10))[None, :, None], (1, 10, 1)),
     ("list.json", [[0.0, 0.3, 0.6], [0.1, 0.2, 0.3]], (2, 3, 1)),
-])
-def test_evaluate_converts_unambiguous_input(model_uri, name, content, shape, tmp_path):
-    """A (batch, T) array, float64 and a nested list are read as (batch, T, 1) float32."""
+]
+
+
+@pytest.mark.slow
+def test_evaluate_converts_unambiguous_input(model_uri, tmp_path):
+    """A (batch, T) array, float64 and a nested list are read as (batch, T, 1) float32. One
+    real CLI run end to end (MLflow's import and the model's load take seconds each time); the
+    other files go through the same function, ``cli._predict_file``, in this process."""
+    from pipeline import cli
+
     store, uri, root = model_uri.split("|")
-    _write(tmp_path, {name: content})
+    _write(tmp_path, {name: content for name, content, _ in CONVERTED})
+    first, *rest = CONVERTED
     done = subprocess.run(
         [sys.executable, "-m", "pipeline", "-q", "evaluate", "--model-uri", uri,
-         "--input", str(tmp_path / name), "--output", str(tmp_path / "y.npy")],
+         "--input", str(tmp_path / first[0]), "--output", str(tmp_path / "y0.npy")],
         cwd=root, env={**subprocess_env(tmp_path), "MLFLOW_TRACKING_URI": store},
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    y = np.load(tmp_path / "y.npy")
-    assert y.shape == shape and y.dtype == np.float32 and np.isfinite(y).all()
+    import mlflow
+
+    mlflow.set_tracking_uri(store)
+    try:
+        for i, (name, _, _) in enumerate(rest, 1):
+            assert cli._predict_file(uri, str(tmp_path / name), str(tmp_path / f"y{i}.npy")) == 0
+    finally:
+        mlflow.set_tracking_uri(None)
+    for i, (name, _, shape) in enumerate(CONVERTED):
+        y = np.load(tmp_path / f"y{i}.npy")
+        assert y.shape == shape and y.dtype == np.float32 and np.isfinite(y).all(), name

@@ -18,9 +18,12 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow
 
 SMOKE = str(ROOT / "experiments" / "smoke.yaml")
-CELLS = ("rnn", "gru")
+# One cell is enough to show N workers sharing a study; a second only doubled the time. The
+# job report's retrains are not what is tested here: one seed, no tutorial runs.
+CELLS = ("gru",)
 N_TRIALS = 4
 N_WORKERS = 3
+LEAN_REPORT = ["--set", "report.seeds=1", "--set", "report.tutorial_seeds=0"]
 
 
 def _env(server_url: str, tmp_path: Path) -> dict[str, str]:
@@ -37,7 +40,7 @@ def _worker(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> subpr
 
 @pytest.fixture(scope="module")
 def three_workers(postgres_server, mlflow_server, tmp_path_factory):
-    """Three `tune` workers started together on two new studies; the storage URL, password
+    """Three `tune` workers started together on a new study; the storage URL, password
     included, is given on the command line, the worst case for leaks."""
     tmp = tmp_path_factory.mktemp("workers")
     name = f"scale-{uuid.uuid4().hex[:6]}"
@@ -45,11 +48,18 @@ def three_workers(postgres_server, mlflow_server, tmp_path_factory):
     storage = storage.replace("postgresql+psycopg2://", "postgresql://")  # the bare form too
     args = ["--config", SMOKE, "--cells", ",".join(CELLS), "--n-trials", str(N_TRIALS),
             "--storage", storage, "--study-name", name,
-            "--set", f"tracking.experiment={name}", "--set", f"tracking.registry_prefix={name}"]
+            "--set", f"tracking.experiment={name}", "--set", f"tracking.registry_prefix={name}",
+            *LEAN_REPORT]
     env = _env(mlflow_server.url, tmp)
     logs = [tmp / f"worker{i}.log" for i in range(N_WORKERS)]
     procs = [_worker(args, env, tmp, log) for log in logs]
-    codes = [p.wait(timeout=300) for p in procs]
+    try:
+        codes = [p.wait(timeout=300) for p in procs]
+    finally:
+        for p in procs:  # none is left running, even when one hangs
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     return {"name": name, "storage": storage, "codes": codes,
             "output": "\n".join(log.read_text() for log in logs), "server": mlflow_server}
 
@@ -113,6 +123,19 @@ def test_one_champion_per_cell(three_workers):
         versions = client.search_model_versions(f"name='{name}'")
         assert len(versions) == 1, "only one worker may finalize a study"
         assert client.get_model_version_by_alias(name, "champion").version == versions[0].version
+
+
+def test_one_worker_writes_the_job_report(three_workers):
+    """The report's retrains and baselines run once, not once per worker."""
+    client = _client(three_workers["server"].url)
+    exp = client.get_experiment_by_name(three_workers["name"])
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    levels = [r.data.tags.get("cellstudy.level") for r in runs]
+    assert levels.count("seeds") == len(CELLS), levels
+    assert levels.count("baseline") == 2, levels  # zero and linear rule
+    job = next(r for r in runs if r.data.tags.get("cellstudy.level") == "job")
+    assert "report.md" in {a.path for a in client.list_artifacts(job.info.run_id)}
+    assert three_workers["output"].count("was already written") == N_WORKERS - 1
 
 
 def test_no_password_reaches_mlflow_or_the_console(three_workers, postgres_server):
@@ -193,7 +216,7 @@ def test_a_killed_worker_does_not_stall_the_study(postgres_server, mlflow_server
     args = ["--config", SMOKE, "--cells", "lstm", "--n-trials", "2", "--storage", storage,
             "--study-name", name, "--set", f"tracking.experiment={name}",
             "--set", f"tracking.registry_prefix={name}",
-            "--set", "study.heartbeat_interval=1", "--set", "study.grace_period=3"]
+            "--set", "study.heartbeat_interval=1", "--set", "study.grace_period=3", *LEAN_REPORT]
     env = _env(mlflow_server.url, tmp_path)
     slow = _worker([*args, "--set", "train.steps=100000", "--set", "train.eval_every=100000"],
                    env, tmp_path, tmp_path / "victim.log")

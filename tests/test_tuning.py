@@ -175,3 +175,12 @@ def test_study_figures_are_optunas_own(n, has_importances):
     assert paths[:3] == ["plots/optimization_history.png", "plots/contour_hidden_size_lr.png",
                          "plots/slice.png"]
     assert ("plots/param_importances.png" in paths) == has_importances
+
+
+def test_sqlite_storage_writes_ahead(tmp_path):
+    import sqlite3
+
+    storage = tuning.make_storage(f"sqlite:///{tmp_path}/o.db")
+    optuna.create_study(storage=storage).optimize(lambda t: t.suggest_float("x", 0, 1), 2)
+    mode = sqlite3.connect(tmp_path / "o.db").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"

@@ -1,0 +1,88 @@
+"""SIGINT and SIGTERM stop a job at the next safe point, not wherever the main thread happens to
+be; imports no MLflow or Optuna, so core code may use it too.
+
+Why: Python raises ``KeyboardInterrupt`` between any two bytecodes of the main thread. Raised
+inside SQLAlchemy (Optuna's and MLflow's stores), its connection pool or a lock, it can leave a
+connection checked out mid-transaction, holding SQLite's write lock: then Optuna's heartbeat
+thread, which the interrupted trial must join before it can fail, waits on that lock, and so does
+the worker, for good. So the first signal only records itself; the job raises
+``KeyboardInterrupt`` at points where it holds no lock and is inside no database call:
+
+- after each validation pass of a training run (``callback``, a training callback),
+- between trials (``stop_study``, an Optuna callback) and before each study's wrap-up,
+- between the steps of the job (``check``).
+
+A second signal raises at once, wherever the job is (the user insists); a third exits the
+process on the spot.
+
+    >>> with deferred():
+    ...     fit(cfg, callbacks=[callback])                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+_received: list[signal.Signals] = []
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    sig = signal.Signals(signum)
+    _received.append(sig)
+    if len(_received) == 1:
+        # os.write, not print: the main thread may be inside a print to stderr already.
+        os.write(2, f"\n{sig.name}: stopping at the next safe point "
+                    "(send it again to stop at once)\n".encode())
+    elif len(_received) == 2:
+        raise KeyboardInterrupt(sig.name)
+    else:  # the forced unwinding is stuck too: leave now, as the default SIGTERM would
+        os._exit(128 + signum)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM are recorded and honored by ``check`` (the first of
+    them) rather than raised wherever they land. Only the main thread may enter it."""
+    previous = {sig: signal.signal(sig, _handler) for sig in SIGNALS}
+    _received.clear()
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _received.clear()
+
+
+def pending() -> signal.Signals | None:
+    """The first signal received and not yet honored, or None."""
+    return _received[0] if _received else None
+
+
+def check() -> None:
+    """Raises ``KeyboardInterrupt`` (its message the signal's name) if a signal is pending.
+
+    Raises:
+        KeyboardInterrupt: a signal was received; the caller is at a safe point.
+    """
+    if _received:
+        raise KeyboardInterrupt(_received[0].name)
+
+
+def callback(step: int, metrics: dict[str, float]) -> None:
+    """A training callback (see ``pipeline.train.fit``): a pending signal stops training here,
+    after a validation pass, where no store is being written."""
+    check()
+
+
+def stop_study(study: Any, trial: Any) -> None:
+    """An Optuna callback: a pending signal lets the finished trial stand and starts no other
+    (``study.stop()``); the caller then honors it with ``check``."""
+    if _received:
+        study.stop()
