@@ -21,8 +21,6 @@ mkdir -p "$DEST"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 export MLFLOW_TRACKING_URI="sqlite:///$TMP/mlflow.db" PYTHONUNBUFFERED=1
-# The study below trains for seconds: sample system metrics every second, not MLflow's 10 s.
-export MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL=1
 unset MLFLOW_RUN_ID
 declare -A STATUS
 
@@ -66,7 +64,8 @@ fi
 # 2 + 3. A short study on CUDA, then its champion on the CPU.
 if [ "$HAVE_MLFLOW" = 1 ]; then
   DEVICE=$([ "$CUDA" = 1 ] && echo cuda || echo cpu)
-  part study 90 $PY -m pipeline -q tune --config experiments/smoke.yaml --cells lstm \
+  # The study trains for seconds: sample system metrics every second, not MLflow's 10 s.
+  part study 90 env MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL=1 $PY -m pipeline -q tune --config experiments/smoke.yaml --cells lstm \
     --device "$DEVICE" --storage "sqlite:///$TMP/optuna.db" --set study.n_trials=3 \
     --set train.steps=100 --set train.eval_every=20
   part champion_on_cpu 45 env CUDA_VISIBLE_DEVICES= $PY - <<'EOF'

@@ -148,9 +148,12 @@ def test_tutorial_protocol_on_cuda_stays_eager(tiny_cfg):
     assert not result.cuda_graph and math.isfinite(result.best_val)
 
 
-def test_system_metrics_are_logged_to_the_run(tracking_store):
+def test_system_metrics_are_logged_to_the_run(tracking_store, monkeypatch):
     """What a GPU study run gets (here forced on the CPU): MLflow's system metrics."""
     import time
+
+    # MLflow's environment variable would override the interval this test asks for.
+    monkeypatch.delenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", raising=False)
 
     from pipeline.tracking import Tracker
 
