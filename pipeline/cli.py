@@ -50,8 +50,10 @@ def _optional(kind: type) -> Any:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="experiment YAML (default: %(default)s)")
-    p.add_argument("--device", type=_optional(str), help="auto, cpu or cuda (overrides train.device)")
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help="experiment YAML (default: %(default)s)")
+    p.add_argument("--device", type=_optional(str),
+                   help="auto, cpu or cuda (overrides train.device)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field by dotted name, e.g. --set train.steps=200")
 

@@ -354,7 +354,8 @@ def _build(cls: type, tree: Any, prefix: str) -> Any:
     unknown = sorted(set(tree) - fields)
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown key {where}{unknown[0]!r} (valid: {', '.join(sorted(fields))})")
+        valid = ", ".join(sorted(fields))
+        raise ConfigError(f"unknown key {where}{unknown[0]!r} (valid: {valid})")
     kwargs = {name: _convert(hints[name], value, f"{prefix}.{name}" if prefix else name)
               for name, value in tree.items()}
     return cls(**kwargs)

@@ -117,7 +117,8 @@ class Tracker:
         return self.start_run(name, tags={"cellstudy.level": "job"}), True
 
     @contextlib.contextmanager
-    def ending(self, run_id: str, killed_on: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    def ending(self, run_id: str,
+               killed_on: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
         """Ends ``run_id`` with the status its block earned: FINISHED; KILLED for the
         exceptions in ``killed_on`` and for interrupts; FAILED otherwise, the reason in the
         ``failure_reason`` tag. The exception propagates."""
