@@ -52,3 +52,12 @@ def test_core_imports_neither_mlflow_nor_optuna():
         text = (ROOT / "pipeline" / f"{name}.py").read_text()
         for lib in ("mlflow", "optuna"):
             assert f"import {lib}" not in text and f"from {lib}" not in text, (name, lib)
+
+
+def test_code_passes_ruff():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "pipeline", "tests", "bench"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-2000:]
