@@ -127,6 +127,7 @@ def _tracked_study(cfg: Any, tracker: Any, job_run: str) -> tuple[float, list[di
     val = make_eval_set(cfg.data, cfg.data.val)
     study.optimize(tuning.Objective(cfg, CELL, tracker, run_id, val),
                    n_trials=cfg.study.n_trials)
+    tracker.wait_for_figures()  # the study is done only when its last figure is logged
     seconds = time.perf_counter() - start
     return seconds, [t.params for t in study.trials]
 

@@ -10,6 +10,7 @@ suggests into a plain config: the model and trainer never see a trial.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -193,8 +194,8 @@ class Objective:
             buffer = tracker.metric_buffer(run_id)
             try:
                 # interrupts.callback last: a signal stops training after the pruner's report.
-                result = fit(cfg, callbacks=[buffer, _pruning(trial), interrupts.callback],
-                             val=self.val)
+                pruning = _pruning(trial, cfg.study.pruner_warmup_steps)
+                result = fit(cfg, callbacks=[buffer, pruning, interrupts.callback], val=self.val)
             except DivergedError as err:
                 trial.set_user_attr(FAIL_ATTR, str(err))
                 raise
@@ -203,26 +204,30 @@ class Objective:
             tracker.log_metrics(run_id, {"val/mse_best": result.best_val,
                                          "val/best_step": result.best_step,
                                          "train/seconds": result.seconds})
-            model = build_model(cfg.model, result.state_dict)
-            fig = prediction_figure(self.val, predict(model, self.val), cfg.data.warmup,
-                                    f"{self.cell} h={cfg.model.hidden_size} lr={cfg.train.lr:.2g}"
-                                    f" - val MSE {result.best_val:.2e}",
-                                    cfg.tracking.plot_windows)
-            tracker.log_figure(run_id, fig, "plots/val_predictions.png")
+            pred = predict(build_model(cfg.model, result.state_dict), self.val)
+            title = (f"{self.cell} h={cfg.model.hidden_size} lr={cfg.train.lr:.2g}"
+                     f" - val MSE {result.best_val:.2e}")
+            tracker.log_figure(run_id, functools.partial(
+                prediction_figure, self.val, pred, cfg.data.warmup, title,
+                cfg.tracking.plot_windows), "plots/val_predictions.png", background=True)
             tracker.log_checkpoint(run_id, result.state_dict, to_dict(cfg.model))
         return result.best_val
 
 
-def _pruning(trial: optuna.Trial) -> Callable[[int, dict[str, float]], None]:
+def _pruning(trial: optuna.Trial,
+             warmup_steps: int = 0) -> Callable[[int, dict[str, float]], None]:
     """A training callback that reports the best-so-far validation MSE (the value the trial
-    is scored by) and raises TrialPruned when the pruner says so."""
+    is scored by) and raises TrialPruned when the pruner says so.
+
+    Before ``warmup_steps`` the median pruner never prunes, yet ``should_prune`` would still
+    read every trial back from the storage: it is not asked."""
     best = math.inf
 
     def callback(step: int, metrics: dict[str, float]) -> None:
         nonlocal best
         best = min(best, metrics["val/mse"])
         trial.report(best, step)
-        if trial.should_prune():
+        if step >= warmup_steps and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} with val/mse_best {best:.3g}")
 
     return callback
@@ -337,8 +342,12 @@ def run_study(cfg: ExperimentConfig, cell: str, tracker: Tracker, job_run_id: st
         # On a GPU the study run records how busy the card was (MLflow system metrics).
         on_gpu = resolve_device(cfg.train.device).type == "cuda"
         with tracker.system_metrics(run_id, enabled=on_gpu):
-            _run_to_total(study, Objective(cfg, cell, tracker, run_id, val), cfg.study.n_trials,
-                          poll=min(cfg.study.heartbeat_interval, 2), progress=progress)
+            try:
+                _run_to_total(study, Objective(cfg, cell, tracker, run_id, val),
+                              cfg.study.n_trials, poll=min(cfg.study.heartbeat_interval, 2),
+                              progress=progress)
+            finally:
+                tracker.wait_for_figures()  # also when interrupted: nothing logged is lost
         interrupts.check()  # not once the wrap-up has begun: it finishes, then the job stops
         # Every worker gets here once the study is complete; they take turns, the first does
         # the work and the others find it done (or redo it, if the first died doing it).
