@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline.config import ExperimentConfig
 from pipeline.data import (
@@ -35,7 +34,15 @@ from pipeline.data import (
 from pipeline.metrics import boundary_jumps, cliff, interior_step_error
 from pipeline.model import detach_state
 from pipeline.plots import prediction_figure
-from pipeline.train import build_model, fit, predict, predict_windows, resolve_device
+from pipeline.train import (
+    StepRunner,
+    build_model,
+    fit,
+    make_optimizer,
+    predict,
+    predict_windows,
+    resolve_device,
+)
 
 Predictor = Callable[[Windows], np.ndarray]
 """Windows -> predictions (n, T, 1), with the state carried through stateful windows."""
@@ -149,9 +156,9 @@ def replay_tutorial(cfg: ExperimentConfig) -> tuple[Windows, np.ndarray, torch.n
     the state carried from window to window.
 
     ``fit`` cannot hand these out (its callbacks see metrics only) and it returns the
-    best-validation checkpoint, where the tutorial keeps the last weights. The loop is the same
-    (same seed, data, loss, clipping; validation draws nothing random), which
-    tests/test_evaluation.py checks by comparing the final weights.
+    best-validation checkpoint, where the tutorial keeps the last weights. The step is fit's own
+    (``StepRunner`` and ``make_optimizer``; same seed, data, loss and clipping, and validation
+    draws nothing random), which tests/test_evaluation.py checks by comparing the final weights.
 
     Returns:
         (the training windows, their predictions (steps, T, 1), the model after the last step).
@@ -162,20 +169,13 @@ def replay_tutorial(cfg: ExperimentConfig) -> tuple[Windows, np.ndarray, torch.n
     device = resolve_device(tcfg.device)
     torch.manual_seed(tcfg.seed)
     model = build_model(cfg.model).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
+    runner = StepRunner(model, make_optimizer(model, tcfg.lr, graph=False), tcfg.grad_clip)
     xs, ys = (t.to(device) for t in make_train_batches(dcfg, tcfg.steps, 1))
     preds, state = [], None
     for step in range(tcfg.steps):
         skip = dcfg.warmup if step == 0 else 0
-        pred, state = model(xs[step], state)
-        state = detach_state(state)
-        loss = F.mse_loss(pred[:, skip:], ys[step][:, skip:])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if tcfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-        optimizer.step()
-        preds.append(pred.detach()[0])
+        state = detach_state(runner.step(xs[step], ys[step], state, skip))
+        preds.append(runner.last_prediction[0])
     return tutorial_windows(0, tcfg.steps), torch.stack(preds).cpu().numpy(), model.cpu()
 
 

@@ -161,6 +161,9 @@ class StepRunner:
         self._summed_until = 0
         self._static: tuple[torch.Tensor, torch.Tensor] | None = None
         self._side = torch.cuda.Stream(device) if graph else None
+        self.last_prediction: torch.Tensor | None = None
+        """The prediction of the last eager step, made before its optimizer update (what the
+        tutorial plots); not kept on graph replays."""
 
     @property
     def graphed(self) -> bool:
@@ -170,6 +173,7 @@ class StepRunner:
     def _eager(self, x: torch.Tensor, y: torch.Tensor, state: State | None,
                skip: int) -> State:
         pred, new_state = self.model(x, state)
+        self.last_prediction = pred.detach()
         # Slicing costs two kernels and their backward: skip it when nothing is cut.
         if skip:
             pred, y = pred[:, skip:], y[:, skip:]
