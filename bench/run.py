@@ -92,7 +92,8 @@ def _study_cfg(tmp: Path, n_trials: int, steps: int, name: str) -> Any:
 
     return load_config(ROOT / "experiments" / "default.yaml", {
         "study.cells": CELL, "study.n_trials": n_trials, "study.name": name,
-        "study.hidden_size": "32,32", "study.pruner_startup_trials": n_trials + 1,
+        "study.space.model.hidden_size.low": 32, "study.space.model.hidden_size.high": 32,
+        "study.pruner_startup_trials": n_trials + 1,
         "study.storage": f"sqlite:///{tmp / 'optuna.db'}", "train.steps": steps})
 
 
@@ -156,8 +157,7 @@ def tracking_overhead(tmp: Path, n_trials: int, steps: int) -> dict[str, Any]:
     val = make_eval_set(cfg.data, cfg.data.val)
     start = time.perf_counter()
     for p in params:
-        fit(cfg.replace({"model.cell": CELL, "model.hidden_size": p["hidden_size"],
-                         "train.lr": p["lr"]}), val=val)
+        fit(cfg.replace({"model.cell": CELL, **p}), val=val)
     bare = time.perf_counter() - start
 
     naive_tracker = Tracker("bench")

@@ -116,6 +116,8 @@ def _yaml_value(text: str) -> Any:
     """A --set value read as YAML, so ``[1e-4, 1e-2]`` is a list; the config converts types."""
     import yaml
 
+    if not text.strip():  # YAML reads "" as null, which would take a searched path out
+        return text
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -125,6 +127,15 @@ def _yaml_value(text: str) -> Any:
 def load(args: argparse.Namespace, flags: dict[str, str]) -> ExperimentConfig:
     """The config file with --set and the command's own flags applied on top."""
     return load_config(args.config, _overrides(args, flags))
+
+
+def _refuse_searched(overrides: dict[str, Any], cfg: ExperimentConfig) -> None:
+    """A study sets each ``study.space`` path per trial, so a value given for one would be
+    silently ignored: it is refused, with the way to fix the value instead."""
+    for key in overrides:
+        if key in cfg.study.space:
+            raise UsageError(f"--set {key}: {key} is searched by study.space; to fix it, take "
+                             f"it out of the space too: --set study.space.{key}=null")
 
 
 def _setup_torch(cfg: ExperimentConfig) -> None:
@@ -142,6 +153,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     cfg = load(args, {"cells": "study.cells", "n_trials": "study.n_trials",
                       "storage": "study.storage", "study_name": "study.name",
                       "device": "train.device"})
+    _refuse_searched(_overrides(args, {}), cfg)
     from pipeline.storage import check_storage_reachable, check_storage_url
 
     try:  # the storage first: it needs no heavy import, so a bad URL is refused at once
@@ -217,8 +229,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     name = f"train-{cfg.model.cell}-h{cfg.model.hidden_size}"
     run_id, owned = tracker.job_run_id(name)
     with tracker.ending(run_id) if owned else contextlib.nullcontext():
-        tracker.log_params(run_id, {**flatten(cfg), "cell": cfg.model.cell,
-                                    "hidden_size": cfg.model.hidden_size, "lr": cfg.train.lr},
+        tracker.log_params(run_id, {**flatten(cfg), "cell": cfg.model.cell},
                            tags={"device": str(resolve_device(cfg.train.device)),
                                  "cellstudy.level": "train"})
         buffer = tracker.metric_buffer(run_id)

@@ -6,6 +6,10 @@ declared type, because PyYAML reads ``1e-3`` as the string ``"1e-3"``.
 
     >>> from pipeline.config import load_config
     >>> cfg = load_config("experiments/smoke.yaml", {"train.lr": "3e-3"})
+
+The search space of a study is data too: ``study.space`` maps dotted config paths to
+distributions, and Optuna's parameter names are those paths, so a trial's params rebuild its
+config with ``cfg.replace(trial.params)``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ PROTOCOLS = ("default", "tutorial")
 DEVICES = ("auto", "cpu", "cuda")
 GRAPH_MODES = ("auto", "on", "off")
 EVAL_KINDS = ("random", "tutorial")
+SPACE_TYPES = ("float", "int")
 
 
 class ConfigError(ValueError):
@@ -171,6 +176,38 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class Distribution:
+    """The range one config field is searched over (one entry of ``study.space``)."""
+
+    low: float
+    """Lowest value tried."""
+    high: float
+    """Highest value tried."""
+    log: bool = False
+    """Sample on a log scale (for scales such as the learning rate or a width)."""
+    type: str = "float"
+    """``float`` or ``int``: the type of the config field it sets."""
+
+    def __post_init__(self) -> None:
+        _check(self.type in SPACE_TYPES,
+               f"unknown type {self.type!r} (valid: {', '.join(SPACE_TYPES)})")
+        _check(math.isfinite(self.low) and math.isfinite(self.high),
+               f"bounds must be finite, got [{self.low}, {self.high}]")
+        _check(not self.log or self.low > 0,
+               f"a log range must be positive, got [{self.low}, {self.high}]")
+        _check(self.low <= self.high, f"range is reversed: low {self.low} > high {self.high}")
+        if self.type == "int":
+            _check(float(self.low).is_integer() and float(self.high).is_integer(),
+                   f"int bounds must be whole numbers, got [{self.low}, {self.high}]")
+
+
+DEFAULT_SPACE = {
+    "model.hidden_size": Distribution(8, 128, log=True, type="int"),
+    "train.lr": Distribution(1e-3, 3e-2, log=True),
+}
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """The per-cell Optuna studies: cells are the scientific parameter, hidden size and learning
     rate the nuisance parameters tuned away inside each study."""
@@ -183,10 +220,9 @@ class StudyConfig:
     """Study name prefix: the study of a cell is named ``<name>-<cell>``."""
     storage: str = "sqlite:///optuna.db"
     """Optuna storage URL, shared by all workers of a study."""
-    hidden_size: tuple[int, int] = (8, 128)
-    """Search range of model.hidden_size, log-scaled."""
-    lr: tuple[float, float] = (1e-3, 3e-2)
-    """Search range of train.lr, log-scaled."""
+    space: dict[str, Distribution] = field(default_factory=lambda: dict(DEFAULT_SPACE))
+    """The nuisance parameters: dotted config path -> the range it is searched over. The path
+    is also the Optuna param's, the trial run's MLflow param's and the report's name for it."""
     sampler_seed: int = 0
     """Seed of the TPE sampler."""
     pruner_startup_trials: int = 5
@@ -207,8 +243,7 @@ class StudyConfig:
         _check(self.n_trials > 0, f"n_trials must be positive, got {self.n_trials}")
         _check(bool(self.name), "study.name is empty")
         _check(bool(self.storage), "study.storage is empty")
-        _check_range("study.hidden_size", self.hidden_size)
-        _check_range("study.lr", self.lr)
+        _check(len(self.space) > 0, "study.space is empty")
         _check(self.heartbeat_interval > 0, "study.heartbeat_interval must be positive")
         _check(self.grace_period > self.heartbeat_interval,
                "study.grace_period must exceed study.heartbeat_interval")
@@ -266,6 +301,10 @@ class ExperimentConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
+    def __post_init__(self) -> None:
+        for path, dist in self.study.space.items():
+            _check_searchable(path, dist)
+
     def replace(self, overrides: dict[str, Any]) -> ExperimentConfig:
         """Returns a copy with dotted keys (``train.lr``) set, converted by field type.
 
@@ -276,6 +315,21 @@ class ExperimentConfig:
         for key, value in overrides.items():
             _set_dotted(tree, key, value)
         return _build(ExperimentConfig, tree, "")
+
+
+def _check_searchable(path: str, dist: Distribution) -> None:
+    """A search-space path must name a numeric field of the config, of the distribution's type;
+    the cell is the scientific parameter (one study each), never a searched one."""
+    _check(path != "model.cell", "study.space cannot search model.cell: the cell is the "
+           "scientific parameter, one study each (set study.cells)")
+    cls: Any = ExperimentConfig
+    for part in path.split("."):
+        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        _check(part in hints, f"study.space.{path}: no such config field")
+        cls = hints[part]
+    _check(cls in (int, float), f"study.space.{path}: not a numeric field")
+    _check(cls is float or dist.type == "int",
+           f"study.space.{path}: an int field, give it type: int")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -332,15 +386,20 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Sets ``key`` in ``tree``; a key of ``study.space`` holds dots itself (``train.lr``), so
+    the longest part of the rest that names a key is taken at each level."""
     parts = key.split(".")
     node: Any = tree
-    for part in parts[:-1]:
-        if not isinstance(node, dict) or part not in node:
+    while parts:
+        if not isinstance(node, dict):
             raise ConfigError(f"unknown key {key!r}")
-        node = node[part]
-    if not isinstance(node, dict) or parts[-1] not in node:
-        raise ConfigError(f"unknown key {key!r}")
-    node[parts[-1]] = value
+        n = next((n for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in node), 0)
+        if n == 0:
+            raise ConfigError(f"unknown key {key!r}")
+        name, parts = ".".join(parts[:n]), parts[n:]
+        if not parts:
+            node[name] = value
+        node = node[name]
 
 
 def _build(cls: type, tree: Any, prefix: str) -> Any:
@@ -356,6 +415,10 @@ def _build(cls: type, tree: Any, prefix: str) -> Any:
         where = f"{prefix}." if prefix else ""
         valid = ", ".join(sorted(fields))
         raise ConfigError(f"unknown key {where}{unknown[0]!r} (valid: {valid})")
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in tree
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{prefix or 'config'} needs {', '.join(missing)}")
     kwargs = {name: _convert(hints[name], value, f"{prefix}.{name}" if prefix else name)
               for name, value in tree.items()}
     return cls(**kwargs)
@@ -365,6 +428,23 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
+    if origin is dict:
+        # Only study.space: dotted path -> distribution. A null entry is dropped, so
+        # `--set study.space.train.lr=null` fixes a field that the file searches.
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        item = typing.get_args(tp)[1]
+        out = {}
+        for name, entry in value.items():
+            if entry is not None:
+                try:
+                    out[str(name)] = _convert(item, entry, f"{key}.{name}")
+                except ConfigError as err:
+                    message = str(err)
+                    where = f"{key}.{name}"
+                    raise ConfigError(message if message.startswith(where)
+                                      else f"{where}: {message}") from None
+        return out
     if origin is tuple:
         args = typing.get_args(tp)
         if isinstance(value, str):

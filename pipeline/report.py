@@ -60,18 +60,23 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.3g}"
 
 
+def _space_cells(cfg: ExperimentConfig, params: dict[str, Any]) -> list[str]:
+    """A table's cells for the searched values, one column per ``study.space`` path."""
+    return [_fmt(params[p]) if p in params else "-" for p in cfg.study.space]
+
+
 def summary_table(outcomes: Sequence, cfg: ExperimentConfig) -> str:
     """A Markdown table of each study's best trial, its scores and its registry version."""
     tests = [t.name for t in cfg.data.tests]
-    head = ["cell", "best trial", "hidden", "lr", "val MSE", "test MSE",
+    head = ["cell", "best trial", *cfg.study.space, "val MSE", "test MSE",
             *(f"test {t}" for t in tests), "model version"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for o in outcomes:
         version = "-" if o.model_version is None else (
             f"{cfg.tracking.registry_prefix}-{o.cell} v{o.model_version}"
             + (f" @{cfg.tracking.alias}" if o.champion_moved else ""))
-        row = [o.cell, str(o.best_trial), str(o.best_params.get("hidden_size", "-")),
-               _fmt(o.best_params.get("lr")), _fmt(o.val_mse), _fmt(o.test_mse.get("test/mse")),
+        row = [o.cell, str(o.best_trial), *_space_cells(cfg, o.best_params), _fmt(o.val_mse),
+               _fmt(o.test_mse.get("test/mse")),
                *(_fmt(o.test_mse.get(f"test/{t}/mse")) for t in tests), version]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
@@ -86,7 +91,7 @@ class CellResult:
 
     cell: str
     params: dict[str, Any]
-    """The best trial's hidden_size and lr (chosen on validation only)."""
+    """The best trial's searched values by dotted path (chosen on validation only)."""
     val_mse: float
     """The best trial's validation MSE: the value it was selected by."""
     seeds: list[SeedRun]
@@ -138,20 +143,20 @@ def results_table(cfg: ExperimentConfig, cells: Sequence[CellResult],
     """One row per cell (champion configuration, seed retrains) and one per baseline."""
     tests = [t.name for t in cfg.data.tests]
     cliff_set = _stateful_name(cfg)
-    head = ["model", "hidden", "lr", "val MSE", *(f"test {t}" for t in tests), "test mean",
+    head = ["model", *cfg.study.space, "val MSE", *(f"test {t}" for t in tests), "test mean",
             f"cliff ({cliff_set})" if cliff_set else "cliff", "train s", "device"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cells:
         cliff = seed_spread(c.seeds, f"test/{cliff_set}/cliff") if cliff_set else None
         seconds = _spread([r.seconds for r in c.seeds])
-        row = [c.cell, str(c.params.get("hidden_size", "-")), _fmt(c.params.get("lr")),
-               _fmt(c.val_mse), *(_pm(seed_spread(c.seeds, f"test/{t}/mse")) for t in tests),
+        row = [c.cell, *_space_cells(cfg, c.params), _fmt(c.val_mse),
+               *(_pm(seed_spread(c.seeds, f"test/{t}/mse")) for t in tests),
                _pm(seed_spread(c.seeds, "test/mse")), _pm(cliff),
                _fmt(seconds.mean) if seconds else "-",
                ", ".join(sorted({r.device for r in c.seeds})) or "-"]
         lines.append("| " + " | ".join(row) + " |")
     for name, scores in baselines.items():
-        row = [BASELINE_LABELS[name], "-", "-", _fmt(scores.get("val/mse")),
+        row = [BASELINE_LABELS[name], *("-" for _ in cfg.study.space), _fmt(scores.get("val/mse")),
                *(_fmt(scores.get(f"test/{t}/mse")) for t in tests), _fmt(scores.get("test/mse")),
                _fmt(scores.get(f"test/{cliff_set}/cliff")) if cliff_set else "-", "-", "-"]
         lines.append("| " + " | ".join(row) + " |")
@@ -195,31 +200,33 @@ def differences(cfg: ExperimentConfig, cells: Sequence[CellResult],
 # -- search space -----------------------------------------------------------------------------
 
 
-def edge_position(value: float, bounds: tuple[float, float]) -> float:
-    """Where ``value`` sits in ``bounds`` on a log scale: 0 at the low end, 1 at the high."""
-    low, high = bounds
+def edge_position(value: float, low: float, high: float, log: bool = True) -> float:
+    """Where ``value`` sits in [low, high] (on a log scale when ``log``): 0 at the low end,
+    1 at the high."""
     if high <= low:
         return 0.5
-    return (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
+    if log:
+        value, low, high = math.log(value), math.log(low), math.log(high)
+    return (value - low) / (high - low)
 
 
 def edge_warnings(outcomes: Sequence, cfg: ExperimentConfig) -> list[str]:
-    """One line per best-trial parameter within ``report.edge`` of a search bound (log
-    scale): the optimum may lie outside the range searched."""
-    ranges = {"hidden_size": cfg.study.hidden_size, "lr": cfg.study.lr}
+    """One line per best-trial value within ``report.edge`` of its ``study.space`` bound (on
+    the range's own scale): the optimum may lie outside the range searched."""
     out = []
     for o in outcomes:
-        for name, bounds in ranges.items():
-            value = o.best_params.get(name)
-            if value is None or bounds[0] == bounds[1]:
+        for path, dist in cfg.study.space.items():
+            value = o.best_params.get(path)
+            if value is None or dist.low == dist.high:
                 continue
-            pos = edge_position(float(value), bounds)
+            pos = edge_position(float(value), dist.low, dist.high, dist.log)
             side = "low" if pos <= cfg.report.edge else "high" if pos >= 1 - cfg.report.edge \
                 else None
             if side:
-                out.append(f"{o.cell}: best {name} = {value:.3g} sits at the {side} edge of the "
-                           f"search range [{bounds[0]:.3g}, {bounds[1]:.3g}] (log scale); "
-                           f"widen study.{name} and tune again")
+                scale = "log scale" if dist.log else "linear scale"
+                out.append(f"{o.cell}: best {path} = {value:.3g} sits at the {side} edge of the "
+                           f"search range [{dist.low:.3g}, {dist.high:.3g}] ({scale}); "
+                           f"widen study.space.{path} and tune again")
     return out
 
 
@@ -377,19 +384,20 @@ def render(cfg: ExperimentConfig, cells: Sequence[CellResult],
     parts = [
         f"# Report: {cfg.study.name}\n",
         f"Machine: {machine()}.\n",
-        f"Each cell's champion configuration (best hidden size and lr, chosen on validation "
-        f"only, {cfg.study.n_trials} trials per study) retrained with {n_seeds} weight seeds "
-        f"(train.seed + 1 ... + {n_seeds}), each tested once. Test MSE: mean ± half-width of "
-        "the 95% Student-t interval over those seeds. val MSE: the best trial's. The cliff is "
-        "the mean absolute jump of the prediction between the last point of one window and the "
-        "first of the next on consecutive windows (true jump 0). Baselines are deterministic.\n",
+        f"Each cell's champion configuration (best {', '.join(cfg.study.space)}, chosen on "
+        f"validation only, {cfg.study.n_trials} trials per study) retrained with {n_seeds} "
+        f"weight seeds (train.seed + 1 ... + {n_seeds}), each tested once. Test MSE: mean ± "
+        "half-width of the 95% Student-t interval over those seeds. val MSE: the best trial's. "
+        "The cliff is the mean absolute jump of the prediction between the last point of one "
+        "window and the first of the next on consecutive windows (true jump 0). Baselines are "
+        "deterministic.\n",
         results_table(cfg, cells, baselines),
         "## Differences between cells\n",
         "Called only when the 95% interval of the difference of means (Welch) excludes 0.\n",
         "\n".join(differences(cfg, cells, baselines)) + "\n",
         "## Search space\n",
         ("\n".join(f"- WARNING: {w}" for w in warnings) if warnings else
-         f"No best trial within {cfg.report.edge:.0%} of a search bound (log scale).") + "\n",
+         f"No best trial within {cfg.report.edge:.0%} of a search bound.") + "\n",
     ]
     if tut is not None:
         parts += [
@@ -453,8 +461,7 @@ def _cell_results(cfg: ExperimentConfig, outcomes: Sequence, tracker: Any,
     for o in outcomes:
         if o.best_trial is None:
             continue
-        ccfg = cfg.replace({"model.cell": o.cell, "train.lr": o.best_params["lr"],
-                            "model.hidden_size": o.best_params["hidden_size"]})
+        ccfg = cfg.replace({"model.cell": o.cell, **o.best_params})
         log.info("%s: retraining the champion configuration with %d seeds", o.cell, len(seeds))
         runs = [retrain(ccfg, s, sets, val) for s in seeds]
         cells.append(CellResult(o.cell, dict(o.best_params), float(o.val_mse), runs))

@@ -24,7 +24,7 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline import interrupts
-from pipeline.config import ExperimentConfig, ModelConfig, flatten, to_dict
+from pipeline.config import Distribution, ExperimentConfig, ModelConfig, flatten, to_dict
 from pipeline.data import Windows, make_eval_set
 from pipeline.plots import prediction_figure
 from pipeline.storage import (  # noqa: F401 - the URL helpers are part of this API too
@@ -172,11 +172,10 @@ class Objective:
         self.study_run_id, self.val = study_run_id, val
 
     def suggest(self, trial: optuna.Trial) -> ExperimentConfig:
-        space = self.cfg.study
-        hidden = trial.suggest_int("hidden_size", *space.hidden_size, log=True)
-        lr = trial.suggest_float("lr", *space.lr, log=True)
-        return self.cfg.replace({"model.cell": self.cell, "model.hidden_size": hidden,
-                                 "train.lr": lr})
+        """The trial's config: each ``study.space`` path suggested under its own name, so
+        ``trial.params`` (and the best trial's) rebuild it with ``cfg.replace``."""
+        values = {path: suggest(trial, path, dist) for path, dist in self.cfg.study.space.items()}
+        return self.cfg.replace({"model.cell": self.cell, **values})
 
     def __call__(self, trial: optuna.Trial) -> float:
         cfg = self.suggest(trial)
@@ -188,8 +187,7 @@ class Objective:
         trial.set_user_attr(RUN_ID_ATTR, run_id)
         with tracker.ending(run_id, killed_on=(optuna.TrialPruned,)):
             device = str(resolve_device(cfg.train.device))
-            tracker.log_params(run_id, {**loggable_params(cfg), "cell": self.cell,
-                                        "hidden_size": cfg.model.hidden_size, "lr": cfg.train.lr},
+            tracker.log_params(run_id, {**loggable_params(cfg), "cell": self.cell},
                                tags={"device": device})
             buffer = tracker.metric_buffer(run_id)
             try:
@@ -205,13 +203,29 @@ class Objective:
                                          "val/best_step": result.best_step,
                                          "train/seconds": result.seconds})
             pred = predict(build_model(cfg.model, result.state_dict), self.val)
-            title = (f"{self.cell} h={cfg.model.hidden_size} lr={cfg.train.lr:.2g}"
-                     f" - val MSE {result.best_val:.2e}")
+            title = (f"{self.cell} {_describe(trial.params)} - val MSE {result.best_val:.2e}")
             tracker.log_figure(run_id, functools.partial(
                 prediction_figure, self.val, pred, cfg.data.warmup, title,
                 cfg.tracking.plot_windows), "plots/val_predictions.png", background=True)
             tracker.log_checkpoint(run_id, result.state_dict, to_dict(cfg.model))
         return result.best_val
+
+
+def suggest(trial: optuna.Trial, path: str, dist: Distribution) -> float | int:
+    """One ``study.space`` entry suggested under its dotted path."""
+    if dist.type == "int":
+        return trial.suggest_int(path, int(dist.low), int(dist.high), log=dist.log)
+    return trial.suggest_float(path, dist.low, dist.high, log=dist.log)
+
+
+def _describe(params: dict[str, Any]) -> str:
+    return " ".join(f"{path}={value:.3g}" for path, value in params.items())
+
+
+def search_params(cfg: ExperimentConfig) -> dict[str, object]:
+    """The study's ranges as MLflow params: ``search.<path>.low``, ``.high``, ``.log``."""
+    return {f"search.{path}.{key}": getattr(dist, key)
+            for path, dist in cfg.study.space.items() for key in ("low", "high", "log")}
 
 
 def _pruning(trial: optuna.Trial,
@@ -316,7 +330,8 @@ def study_run(tracker: Tracker, study: optuna.Study, cfg: ExperimentConfig, cell
         run_id = tracker.start_run(study.study_name, parent_run_id=job_run_id,
                                    tags={"optuna.study": study.study_name, "cell": cell,
                                          "cellstudy.level": "study"})
-        tracker.log_params(run_id, {**flatten(cfg.study), "cell": cell,
+        study_params = {k: v for k, v in flatten(cfg.study).items() if not k.startswith("space.")}
+        tracker.log_params(run_id, {**study_params, **search_params(cfg), "cell": cell,
                                     "storage": mask_url(cfg.study.storage)})
         study.set_user_attr(RUN_ID_ATTR, run_id)
     return run_id
@@ -407,9 +422,9 @@ def finish_study(cfg: ExperimentConfig, cell: str, study: optuna.Study, tracker:
         return _finalized_outcome(cfg, cell, study, tracker, run_id, best)
     test = _test_once(cfg, tracker, best, best_run)
     summary = {"val/mse_best": best.value, **test}
+    # The best trial's values under the names they have everywhere (``train.lr``).
     tracker.log_params(run_id, {}, tags={"best_trial": str(best.number), "best_run_id": best_run,
-                                         "best_hidden_size": str(best.params["hidden_size"]),
-                                         "best_lr": str(best.params["lr"])})
+                                         **{k: str(v) for k, v in best.params.items()}})
     tracker.log_metrics(run_id, {**summary, "trials/complete": len(complete),
                                  "trials/total": len(study.trials)})
     for path, fig in study_figures(study):
@@ -468,10 +483,11 @@ def study_figures(study: optuna.Study) -> list[tuple[str, object]]:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
+    names = list(study.best_params)
     plots = [("plots/optimization_history.png", lambda: ovm.plot_optimization_history(study)),
-             ("plots/contour_hidden_size_lr.png",
-              lambda: ovm.plot_contour(study, params=["hidden_size", "lr"])),
              ("plots/slice.png", lambda: ovm.plot_slice(study))]
+    if len(names) >= 2:  # the first two params of the space, as the contour plot shows two
+        plots.insert(1, ("plots/contour.png", lambda: ovm.plot_contour(study, params=names[:2])))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     # fANOVA on a handful of points says nothing, and its import of scikit-learn costs about
     # 5 s a process: a smoke study gets no importance plot.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, ExperimentConfig, flatten, load_config
+from pipeline.config import ConfigError, Distribution, ExperimentConfig, flatten, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
@@ -38,11 +38,13 @@ def test_default_job_is_a_meaningful_study():
 def test_values_are_converted_by_field_type(tmp_path):
     # PyYAML reads 1e-3 (no dot) as the string "1e-3".
     path = tmp_path / "x.yaml"
-    path.write_text("train: {lr: 1e-3, steps: '50'}\nstudy: {lr: [1e-4, 1e-2]}\n")
+    path.write_text("train: {lr: 1e-3, steps: '50'}\n"
+                    "study: {space: {train.lr: {low: 1e-4, high: 1e-2, log: true}}}\n")
     cfg = load_config(path)
     assert cfg.train.lr == pytest.approx(1e-3) and isinstance(cfg.train.lr, float)
     assert cfg.train.steps == 50
-    assert cfg.study.lr == (1e-4, 1e-2)
+    assert cfg.study.space == {"train.lr": Distribution(1e-4, 1e-2, log=True)}
+    assert isinstance(cfg.study.space["train.lr"].low, float)
 
 
 def test_dotted_overrides_apply_and_convert():
@@ -70,15 +72,25 @@ def test_flatten_uses_dotted_names():
     ("model: {cell: transformer}", "unknown cell 'transformer' (valid: rnn, lstm, gru)"),
     ("study: {cells: [rnn, tcn]}", "unknown cell 'tcn'"),
     ("model: {hidden_size: 0}", "model.hidden_size must be positive"),
-    ("study: {hidden_size: [0, 16]}", "study.hidden_size must be positive"),
-    ("study: {lr: [0.1, 0.001]}", "study.lr is reversed"),
-    ("study: {lr: [-1, 0.001]}", "study.lr must be positive"),
+    ("study: {space: {model.hidden_size: {low: 0, high: 16, log: true, type: int}}}",
+     "study.space.model.hidden_size: a log range must be positive"),
+    ("study: {space: {train.lr: {low: 0.1, high: 0.001}}}",
+     "study.space.train.lr: range is reversed"),
+    ("study: {space: {train.lr: {low: .nan, high: 0.001}}}", "bounds must be finite"),
+    ("study: {space: {train.lr: {low: 0.1}}}", "study.space.train.lr needs high"),
+    ("study: {space: {train.lr: {low: 0.1, high: 1, kind: x}}}", "unknown key"),
+    ("study: {space: {model.hidden_size: {low: 4, high: 8}}}", "an int field, give it type: int"),
+    ("study: {space: {model.num_layers: {low: 1.5, high: 3, type: int}}}",
+     "int bounds must be whole numbers"),
+    ("study: {space: {data.protocol: {low: 1, high: 3}}}", "not a numeric field"),
+    ("study: {space: {model.cell: {low: 0, high: 2}}}", "cannot search model.cell"),
+    ("study: {space: {train.lrr: {low: 0.1, high: 1}}}", "study.space.train.lrr: no such"),
     ("study: {n_trials: -3}", "n_trials must be positive"),
     ("train: {lrr: 0.1}", "unknown key train.'lrr'"),
     ("optimizer: {}", "unknown key 'optimizer'"),
     ("train: {steps: many}", "train.steps must be int, got 'many'"),
     ("train: {lr: [1, 2]}", "train.lr must be float"),
-    ("study: {lr: 0.1}", "study.lr must be a list"),
+    ("study: {space: {train.lr: 0.1}}", "study.space.train.lr must be a mapping"),
     ("model: {cell: [1", "malformed YAML at line"),
     ("- a\n- b", "top level must be a mapping"),
 ])
@@ -100,3 +112,19 @@ def test_missing_file_is_named(tmp_path):
 def test_unknown_override_key_is_refused():
     with pytest.raises(ConfigError, match="unknown key 'train.nope'"):
         load_config(ROOT / "experiments" / "smoke.yaml", {"train.nope": 1})
+
+
+def test_space_ranges_take_dotted_overrides():
+    cfg = load_config(ROOT / "experiments" / "smoke.yaml",
+                      {"study.space.train.lr.high": "0.2", "study.space.model.hidden_size.low": 2})
+    assert cfg.study.space["train.lr"].high == pytest.approx(0.2)
+    assert cfg.study.space["model.hidden_size"].low == 2
+    fixed = cfg.replace({"study.space.train.lr": None, "train.lr": 0.05})
+    assert list(fixed.study.space) == ["model.hidden_size"] and fixed.train.lr == 0.05
+
+
+def test_a_trials_params_rebuild_its_config():
+    cfg = ExperimentConfig()
+    params = {"model.hidden_size": 24, "train.lr": 0.004}  # as Optuna names them
+    champion = cfg.replace(params)
+    assert (champion.model.hidden_size, champion.train.lr) == (24, 0.004)

@@ -24,12 +24,12 @@ SMOKE = str(ROOT / "experiments" / "smoke.yaml")
 def test_diverging_trials_fail_in_both_stores_and_the_study_goes_on(tiny_cfg, tracking_store,
                                                                     tmp_path):
     cfg = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path / 'optuna.db'}",
-                            "study.lr": "1e-3,1e30", "study.n_trials": 3,
+                            "study.space.train.lr.high": 1e30, "study.n_trials": 3,
                             "study.pruner_startup_trials": 10})
     study = tuning.open_study(cfg, "gru")
     # A huge lr turns the loss to NaN within one validation interval (grad clipping or not).
     for lr in (1e25, 1e-2, 1e28):
-        study.enqueue_trial({"hidden_size": 8, "lr": lr})
+        study.enqueue_trial({"model.hidden_size": 8, "train.lr": lr})
     tracker = Tracker(cfg.tracking.experiment)
     job = tracker.start_run("job")
     outcome = tuning.run_study(cfg, "gru", tracker, job)

@@ -59,16 +59,27 @@ def _tutorial_runs(cliff: float, inside: float, early: float, late: float,
 
 
 def test_edge_warnings_name_the_parameter_and_the_bound(tiny_cfg) -> None:
-    lo, hi = tiny_cfg.study.hidden_size
-    lr_lo, lr_hi = tiny_cfg.study.lr
-    middle = float(np.sqrt(lr_lo * lr_hi))
-    warnings = edge_warnings([FakeOutcome("rnn", {"hidden_size": lo, "lr": middle}),
-                              FakeOutcome("gru", {"hidden_size": 8, "lr": lr_hi * 0.99})],
-                             tiny_cfg)
+    space = tiny_cfg.study.space
+    lo, hi = space["model.hidden_size"].low, space["model.hidden_size"].high
+    lr_lo, lr_hi = space["train.lr"].low, space["train.lr"].high
+    middle, mid_h = float(np.sqrt(lr_lo * lr_hi)), round(float(np.sqrt(lo * hi)))
+    warnings = edge_warnings(
+        [FakeOutcome("rnn", {"model.hidden_size": lo, "train.lr": middle}),
+         FakeOutcome("gru", {"model.hidden_size": mid_h, "train.lr": lr_hi * 0.99})], tiny_cfg)
     assert len(warnings) == 2
-    assert warnings[0].startswith("rnn: best hidden_size") and "low edge" in warnings[0]
-    assert warnings[1].startswith("gru: best lr") and "high edge" in warnings[1]
-    assert edge_warnings([FakeOutcome("lstm", {"hidden_size": 8, "lr": middle})], tiny_cfg) == []
+    assert warnings[0].startswith("rnn: best model.hidden_size") and "low edge" in warnings[0]
+    assert warnings[1].startswith("gru: best train.lr") and "high edge" in warnings[1]
+    assert "study.space.train.lr" in warnings[1]
+    assert edge_warnings([FakeOutcome("lstm", {"model.hidden_size": mid_h,
+                                               "train.lr": middle})], tiny_cfg) == []
+
+
+def test_edge_warnings_loop_over_any_space(tiny_cfg) -> None:
+    cfg = tiny_cfg.replace({"study.space": {"model.num_layers": {"low": 1, "high": 4,
+                                                                  "type": "int"}}})
+    warnings = edge_warnings([FakeOutcome("rnn", {"model.num_layers": 4})], cfg)
+    assert len(warnings) == 1 and "model.num_layers" in warnings[0]
+    assert "linear scale" in warnings[0]
 
 
 def test_differences_follow_the_seed_noise(tiny_cfg) -> None:
@@ -87,7 +98,7 @@ def test_differences_follow_the_seed_noise(tiny_cfg) -> None:
 
 
 def test_results_table_has_a_row_per_cell_and_per_baseline(tiny_cfg) -> None:
-    cells = [CellResult("lstm", {"hidden_size": 9, "lr": 0.01}, 0.02,
+    cells = [CellResult("lstm", {"model.hidden_size": 9, "train.lr": 0.01}, 0.02,
                         _seed_runs(tiny_cfg, {t.name: 0.1 for t in tiny_cfg.data.tests}, 0.01))]
     table = results_table(tiny_cfg, cells, {"zero": {"test/mse": 0.5},
                                             "linear_rule": {"test/mse": 0.0}})
@@ -95,6 +106,7 @@ def test_results_table_has_a_row_per_cell_and_per_baseline(tiny_cfg) -> None:
     assert [r.split(" | ")[0] for r in rows] == ["| lstm", "| baseline: zero",
                                                  "| baseline: linear rule"]
     assert " ± " in rows[0]
+    assert table.startswith("| model | model.hidden_size | train.lr |")
 
 
 @pytest.mark.parametrize(("rnn_cliff", "verdict"), [(0.2, "holds"), (0.02, "does not hold")])

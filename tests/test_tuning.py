@@ -51,7 +51,10 @@ def test_a_tiny_study_per_cell_is_tracked_three_deep(tiny_cfg, tracker, tmp_path
         trial = by_run[run.info.run_id]  # the trial stores the run id ...
         assert run.data.tags["optuna.trial_number"] == str(trial.number)  # ... and vice versa
         assert run.data.params["cell"] == cell
-        assert {"hidden_size", "lr", "train.steps", "data.seq_len"} <= set(run.data.params)
+        assert {"model.hidden_size", "train.lr", "train.steps"} <= set(run.data.params)
+        assert not {"hidden_size", "lr"} & set(run.data.params)  # one name per quantity
+        trial_values = {k: str(v) for k, v in trial.params.items()}
+        assert {k: run.data.params[k] for k in trial_values} == trial_values
         assert run.data.tags["device"] == str(resolve_device("auto"))  # cuda where present
         history = client.get_metric_history(run.info.run_id, "val/mse")
         assert history and history[0].step == 10
@@ -71,6 +74,10 @@ def test_a_tiny_study_per_cell_is_tracked_three_deep(tiny_cfg, tracker, tmp_path
     plots = {f.path for f in client.list_artifacts(study_run.info.run_id, "plots")}
     assert "plots/optimization_history.png" in plots
     assert study_run.data.tags["best_run_id"] == best_run.info.run_id
+    assert study_run.data.tags["train.lr"] == str(best.params["train.lr"])  # the same name
+    assert study_run.data.params["search.train.lr.log"] == "True"
+    assert float(study_run.data.params["search.model.hidden_size.high"]) == \
+        cfg.study.space["model.hidden_size"].high
 
     champion = client.get_model_version_by_alias(f"sin2cos-{cell}", "champion")
     assert champion.run_id == best_run.info.run_id
@@ -81,13 +88,14 @@ def test_a_tiny_study_per_cell_is_tracked_three_deep(tiny_cfg, tracker, tmp_path
 def test_pruned_trials_end_killed_and_diverged_ones_failed(tiny_cfg, tracker, tmp_path):
     cfg = tiny_cfg.replace({
         "study.storage": f"sqlite:///{tmp_path}/optuna.db", "study.n_trials": 3,
-        "study.lr": [1e-4, 1e38], "study.pruner_startup_trials": 1,
+        "study.space.train.lr.low": 1e-4, "study.space.train.lr.high": 1e38,
+        "study.pruner_startup_trials": 1,
         "study.pruner_warmup_steps": 0, "train.grad_clip": 0, "train.steps": 30,
     })
     study = tuning.open_study(cfg, "gru")
-    study.enqueue_trial({"hidden_size": 16, "lr": 0.03})    # learns: completes
-    study.enqueue_trial({"hidden_size": 4, "lr": 1e-4})     # barely moves: pruned
-    study.enqueue_trial({"hidden_size": 4, "lr": 1e30})     # blows up: failed
+    study.enqueue_trial({"model.hidden_size": 16, "train.lr": 0.03})    # learns: completes
+    study.enqueue_trial({"model.hidden_size": 4, "train.lr": 1e-4})     # barely moves: pruned
+    study.enqueue_trial({"model.hidden_size": 4, "train.lr": 1e30})     # blows up: failed
     job, _ = tracker.job_run_id("job")
     _study(cfg, tracker, "gru", job)
 
@@ -128,7 +136,8 @@ def test_alias_moves_only_on_improvement(tiny_cfg, tracker, tmp_path):
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
 
     worse = good.replace({"study.storage": f"sqlite:///{tmp_path}/b.db", "study.name": "b",
-                          "train.steps": 10, "train.eval_every": 5, "study.lr": [1e-4, 2e-4]})
+                          "train.steps": 10, "train.eval_every": 5,
+                          "study.space.train.lr.low": 1e-4, "study.space.train.lr.high": 2e-4})
     second = _study(worse, tracker, "lstm", job)
     assert second.val_mse > first.val_mse and not second.champion_moved
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
@@ -169,10 +178,10 @@ def test_storage_urls_are_checked_and_masked():
                          [(3, False), (tuning.MIN_TRIALS_FOR_IMPORTANCE, True)])
 def test_study_figures_are_optunas_own(n, has_importances):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    study.optimize(lambda t: t.suggest_int("hidden_size", 8, 128, log=True)
-                   * t.suggest_float("lr", 1e-3, 1e-1, log=True), n_trials=n)
+    study.optimize(lambda t: t.suggest_int("model.hidden_size", 8, 128, log=True)
+                   * t.suggest_float("train.lr", 1e-3, 1e-1, log=True), n_trials=n)
     paths = [path for path, _ in tuning.study_figures(study)]
-    assert paths[:3] == ["plots/optimization_history.png", "plots/contour_hidden_size_lr.png",
+    assert paths[:3] == ["plots/optimization_history.png", "plots/contour.png",
                          "plots/slice.png"]
     assert ("plots/param_importances.png" in paths) == has_importances
 
@@ -184,3 +193,24 @@ def test_sqlite_storage_writes_ahead(tmp_path):
     optuna.create_study(storage=storage).optimize(lambda t: t.suggest_float("x", 0, 1), 2)
     mode = sqlite3.connect(tmp_path / "o.db").execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
+
+
+def test_any_numeric_field_can_be_searched(tiny_cfg, tracker, tmp_path):
+    space = {"model.num_layers": {"low": 1, "high": 2, "type": "int"},
+             "train.steps": {"low": 10, "high": 20, "type": "int"}}
+    cfg = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/optuna.db",
+                            "study.n_trials": 2, "study.space": space})
+    job, _ = tracker.job_run_id("job")
+    outcome = _study(cfg, tracker, "gru", job)
+    assert set(outcome.best_params) == set(space)
+    client = MlflowClient()
+    study = optuna.load_study(study_name=f"{cfg.study.name}-gru", storage=cfg.study.storage)
+    for trial in study.trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.data.params["model.num_layers"] == str(trial.params["model.num_layers"])
+        steps = trial.params["train.steps"]
+        assert run.data.params["train.steps"] == str(steps)
+        if trial.state == optuna.trial.TrialState.COMPLETE:  # it trained for the steps it drew
+            assert client.get_metric_history(run.info.run_id, "val/mse")[-1].step == steps
+    champion = cfg.replace({"model.cell": "gru", **outcome.best_params})
+    assert champion.model.num_layers == outcome.best_params["model.num_layers"]
