@@ -166,7 +166,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     from pipeline import tuning
 
-    _optuna_logs(args.quiet)
+    tuning.configure_logs(args.quiet)
     _setup_torch(cfg)
     from pipeline.report import job_report, summary_table
     from pipeline.tracking import Tracker
@@ -191,28 +191,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(report or f"{table}\nThe job report (report.md on run {job_run}) was already "
                     "written, by another worker or an earlier run.")
     return 0
-
-
-class _NoTraceback(logging.Filter):
-    """Optuna logs each failed trial with its traceback, an interrupted one included; the
-    reason line is enough (the trial's MLflow run keeps it in its ``failure_reason`` tag)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info:
-            record.msg = f"{record.msg} ({record.exc_info[0].__name__})"
-        record.exc_info = record.exc_text = None
-        return True
-
-
-def _optuna_logs(quiet: bool) -> None:
-    # Optuna resets its logger to INFO when imported, and brings its own handler.
-    import optuna
-
-    optuna.logging.set_verbosity(logging.WARNING if quiet else logging.INFO)
-    optuna.logging.disable_default_handler()
-    optuna.logging.enable_propagation()
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_NoTraceback())
 
 
 def cmd_train(args: argparse.Namespace) -> int:

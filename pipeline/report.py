@@ -28,7 +28,7 @@ import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from pipeline.evaluation import (
 )
 from pipeline.metrics import Spread, clearly_less, paired, summarize
 from pipeline.plots import comparison_figure, tutorial_figure
+
+if TYPE_CHECKING:  # for the annotations only: the tracker is passed in
+    from pipeline.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -429,16 +432,14 @@ def resolve_path(path: str) -> Path:
     return given if given.is_absolute() or given.exists() else REPO / given
 
 
-def _log_run(tracker: Any, name: str, parent: str, level: str,
+def _log_run(tracker: Tracker, name: str, parent: str, level: str,
              body: Callable[[str], None], tags: dict[str, str] | None = None) -> str:
-    run_id = tracker.start_run(name, parent_run_id=parent,
-                               tags={"cellstudy.level": level, **(tags or {})})
-    with tracker.ending(run_id):
+    with tracker.run(name, parent, {"cellstudy.level": level, **(tags or {})}) as run_id:
         body(run_id)
     return run_id
 
 
-def _log_seeds(tracker: Any, run_id: str, runs: Sequence[Any], extra: Callable[[Any], dict]
+def _log_seeds(tracker: Tracker, run_id: str, runs: Sequence[Any], extra: Callable[[Any], dict]
                ) -> None:
     """Per-seed values as steps (step = seed), then each key's mean and interval."""
     rows = [{**r.scores, **extra(r)} for r in runs]
@@ -453,7 +454,7 @@ def _log_seeds(tracker: Any, run_id: str, runs: Sequence[Any], extra: Callable[[
     tracker.log_metrics(run_id, summary)
 
 
-def _cell_results(cfg: ExperimentConfig, outcomes: Sequence, tracker: Any,
+def _cell_results(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
                   sets: dict[str, Windows]) -> list[CellResult]:
     val = make_eval_set(cfg.data, cfg.data.val)
     seeds = [cfg.train.seed + i for i in range(1, cfg.report.seeds + 1)]
@@ -475,7 +476,7 @@ def _cell_results(cfg: ExperimentConfig, outcomes: Sequence, tracker: Any,
     return cells
 
 
-def _tutorial(cfg: ExperimentConfig, tracker: Any, job_run_id: str) -> TutorialResult | None:
+def _tutorial(cfg: ExperimentConfig, tracker: Tracker, job_run_id: str) -> TutorialResult | None:
     if not cfg.report.tutorial_config or cfg.report.tutorial_seeds == 0:
         return None
     tcfg = load_config(resolve_path(cfg.report.tutorial_config),
@@ -501,23 +502,22 @@ def _tutorial(cfg: ExperimentConfig, tracker: Any, job_run_id: str) -> TutorialR
     return TutorialResult(tcfg, runs, baseline_scores(tcfg, sets), baseline_train_cliffs(tcfg))
 
 
-def _champion_predictions(cfg: ExperimentConfig, outcomes: Sequence, tracker: Any,
+def _champion_predictions(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
                           sets: dict[str, Windows]) -> dict[str, dict[str, np.ndarray]]:
     """Each registered champion (the best trial's checkpoint) and each baseline on ``sets``."""
     from pipeline.train import build_model, predict
 
     preds = {name: {s: fn(ws) for s, ws in sets.items()} for name, fn in BASELINES.items()}
     for o in outcomes:
-        best_run = tracker.client.get_run(o.study_run_id).data.tags.get("best_run_id")
-        if not best_run:
+        if not o.best_run_id:
             continue
-        state, model_cfg = tracker.load_checkpoint(best_run)
+        state, model_cfg = tracker.load_checkpoint(o.best_run_id)
         model = build_model(ModelConfig(**model_cfg), state)
         preds[o.cell] = {s: predict(model, ws) for s, ws in sets.items()}
     return preds
 
 
-def job_report(cfg: ExperimentConfig, outcomes: Sequence, tracker: Any,
+def job_report(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
                job_run_id: str) -> str:
     """Runs the baselines, seed retrains and the tutorial's protocol, logs them as runs, and
     logs ``report.md`` and the figures on the job run.
@@ -525,7 +525,7 @@ def job_report(cfg: ExperimentConfig, outcomes: Sequence, tracker: Any,
     Args:
         cfg: the job's config.
         outcomes: the studies' ``StudyOutcome``s.
-        tracker: a ``pipeline.tracking.Tracker``.
+        tracker: where the report's runs go.
         job_run_id: the job's run.
 
     Returns:

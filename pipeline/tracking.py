@@ -61,7 +61,7 @@ class MetricBuffer:
     ``log_batch``: one ``log_metric`` call per value costs about 3 ms on SQLite."""
 
     def __init__(self, client: MlflowClient, run_id: str) -> None:
-        self.client, self.run_id = client, run_id
+        self._client, self.run_id = client, run_id
         self.pending: list[Metric] = []
 
     def __call__(self, step: int, metrics: dict[str, float]) -> None:
@@ -71,28 +71,29 @@ class MetricBuffer:
     def flush(self) -> None:
         """Writes everything pending; safe to call more than once."""
         for i in range(0, len(self.pending), _BATCH_LIMIT):
-            self.client.log_batch(self.run_id, metrics=self.pending[i : i + _BATCH_LIMIT])
+            self._client.log_batch(self.run_id, metrics=self.pending[i : i + _BATCH_LIMIT])
         self.pending = []
 
 
 class Tracker:
-    """One experiment's runs, reached through one client.
+    """One experiment's runs, reached through one client that no other module sees: the rest
+    of the pipeline asks for runs, params, metrics, figures, scores and models in its own words.
 
     Args:
         experiment: experiment name; under ``mlflow run`` the project run's experiment is used.
     """
 
     def __init__(self, experiment: str) -> None:
-        self.client = MlflowClient()
+        self._client = MlflowClient()
         # Under `mlflow run` the project's run already exists and names the experiment.
         self.project_run_id = os.environ.get("MLFLOW_RUN_ID")
         if self.project_run_id:
-            self.experiment_id = self.client.get_run(self.project_run_id).info.experiment_id
+            self.experiment_id = self._client.get_run(self.project_run_id).info.experiment_id
         else:
-            found = self.client.get_experiment_by_name(experiment)
+            found = self._client.get_experiment_by_name(experiment)
             self.experiment_id = (found.experiment_id if found
-                                  else self.client.create_experiment(experiment))
-        self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
+                                  else self._client.create_experiment(experiment))
+        self._client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
                                        MODEL_TRAINING_KIND)
         # One thread renders and uploads trial figures (see log_figure).
         self._figures = ThreadPoolExecutor(max_workers=1, thread_name_prefix="figures")
@@ -106,8 +107,36 @@ class Tracker:
         all_tags = {MLFLOW_RUN_NAME: name, **(tags or {})}
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        run = self._client.create_run(self.experiment_id, run_name=name, tags=all_tags)
         return run.info.run_id
+
+    @contextlib.contextmanager
+    def run(self, name: str, parent_run_id: str | None = None,
+            tags: dict[str, str] | None = None,
+            killed_on: tuple[type[BaseException], ...] = ()) -> Iterator[str]:
+        """A new run for the block, ended with the status the block earned (see ``ending``).
+
+        Yields:
+            The run's id.
+        """
+        run_id = self.start_run(name, parent_run_id, tags)
+        with self.ending(run_id, killed_on):
+            yield run_id
+
+    def resume_run(self, run_id: str) -> None:
+        """Marks an existing run RUNNING again (a resumed study, another worker's job)."""
+        self._client.update_run(run_id, status="RUNNING")
+
+    def fail_run(self, run_id: str, reason: str) -> None:
+        """Ends a run FAILED from outside its block (its worker was lost), the reason in the
+        ``failure_reason`` tag."""
+        self._client.set_tag(run_id, "failure_reason", reason)
+        self._client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+
+    def scores(self, run_id: str, prefix: str = "test/") -> dict[str, float]:
+        """The run's latest metrics whose names start with ``prefix`` (its test scores)."""
+        metrics = self._client.get_run(run_id).data.metrics
+        return {k: v for k, v in metrics.items() if k.startswith(prefix)}
 
     def job_run_id(self, name: str) -> tuple[str, bool]:
         """The job's run: the project's run under ``mlflow run``, else a new one.
@@ -116,7 +145,7 @@ class Tracker:
             (run id, whether this process owns it and must end it).
         """
         if self.project_run_id:
-            self.client.set_tag(self.project_run_id, MLFLOW_RUN_NAME, name)
+            self._client.set_tag(self.project_run_id, MLFLOW_RUN_NAME, name)
             return self.project_run_id, False
         return self.start_run(name, tags={"cellstudy.level": "job"}), True
 
@@ -138,13 +167,13 @@ class Tracker:
             self._end(run_id, RunStatus.FAILED, "failure", err)
             raise
         else:
-            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+            self._client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
 
     def _end(self, run_id: str, status: int, kind: str, err: BaseException) -> None:
         reason = f"{type(err).__name__}: {err}"[:5000]
         try:
-            self.client.set_tag(run_id, f"{kind}_reason", reason)
-            self.client.set_terminated(run_id, RunStatus.to_string(status))
+            self._client.set_tag(run_id, f"{kind}_reason", reason)
+            self._client.set_terminated(run_id, RunStatus.to_string(status))
         except Exception:  # a dead store must not hide the original error
             log.exception("could not end run %s", run_id)
 
@@ -153,7 +182,7 @@ class Tracker:
     def log_params(self, run_id: str, params: dict[str, Any],
                    tags: dict[str, str] | None = None) -> None:
         """Logs params (values stringified) and tags in one call."""
-        self.client.log_batch(
+        self._client.log_batch(
             run_id,
             params=[Param(k, _param_value(v)) for k, v in params.items()],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
@@ -163,10 +192,10 @@ class Tracker:
         """Logs final (unstepped) metrics in one call; non-finite values are skipped."""
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(v)]
-        self.client.log_batch(run_id, metrics=batch)
+        self._client.log_batch(run_id, metrics=batch)
 
     def metric_buffer(self, run_id: str) -> MetricBuffer:
-        return MetricBuffer(self.client, run_id)
+        return MetricBuffer(self._client, run_id)
 
     def log_figure(self, run_id: str, figure: Any, path: str, background: bool = False) -> None:
         """Renders ``figure`` (a Figure, or a callable that makes one) to PNG and logs it as an
@@ -179,7 +208,7 @@ class Tracker:
         """
 
         def log() -> None:
-            self.client.log_figure(run_id, figure() if callable(figure) else figure, path)
+            self._client.log_figure(run_id, figure() if callable(figure) else figure, path)
 
         if background:
             self._pending.append(self._figures.submit(log))
@@ -197,7 +226,7 @@ class Tracker:
                 log.exception("a prediction figure could not be logged")
 
     def log_text(self, run_id: str, text: str, path: str) -> None:
-        self.client.log_text(run_id, text, path)
+        self._client.log_text(run_id, text, path)
 
     @contextlib.contextmanager
     def system_metrics(self, run_id: str, enabled: bool,
@@ -237,14 +266,14 @@ class Tracker:
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(state_dict, Path(tmp) / "weights.pt")
             (Path(tmp) / "model_config.json").write_text(json.dumps(model_config))
-            self.client.log_artifacts(run_id, tmp, CHECKPOINT_DIR)
+            self._client.log_artifacts(run_id, tmp, CHECKPOINT_DIR)
 
     def load_checkpoint(self, run_id: str) -> tuple[dict, dict]:
         """A run's checkpoint: (state dict on the CPU, model config as a dict)."""
         import torch
 
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(self.client.download_artifacts(run_id, CHECKPOINT_DIR, tmp))
+            local = Path(self._client.download_artifacts(run_id, CHECKPOINT_DIR, tmp))
             state = torch.load(local / "weights.pt", map_location="cpu", weights_only=True)
             return state, json.loads((local / "model_config.json").read_text())
 
@@ -259,7 +288,7 @@ class Tracker:
 
         spec = Schema([TensorSpec(np.dtype(np.float32), (-1, -1, 1))])
         with tempfile.TemporaryDirectory() as tmp:
-            local = self.client.download_artifacts(run_id, CHECKPOINT_DIR, tmp)
+            local = self._client.download_artifacts(run_id, CHECKPOINT_DIR, tmp)
             info = Model.log(
                 artifact_path=None,
                 name="model",
@@ -293,7 +322,7 @@ class Tracker:
                          version.version, val_mse, alias, current.version, best)
                 return str(version.version), False
             _check_loads(f"models:/{name}/{version.version}")
-            self.client.set_registered_model_alias(name, alias, version.version)
+            self._client.set_registered_model_alias(name, alias, version.version)
         except BaseException:
             # Interrupted, or the model does not load: no version is left half-registered
             # (offered but never judged), and the alias stays where it was.
@@ -303,14 +332,14 @@ class Tracker:
 
     def _drop_version(self, name: str, version: str) -> None:
         try:
-            self.client.delete_model_version(name, version)
+            self._client.delete_model_version(name, version)
         except Exception:  # the original error matters more
             log.exception("could not delete %s v%s", name, version)
 
     def champion(self, name: str, alias: str) -> Any | None:
         """The version ``alias`` points at, or None."""
         try:
-            return self.client.get_model_version_by_alias(name, alias)
+            return self._client.get_model_version_by_alias(name, alias)
         except MlflowException:
             return None
 

@@ -69,6 +69,29 @@ class StudyOutcome:
     test_mse: dict[str, float]
     model_version: str | None
     champion_moved: bool
+    best_run_id: str | None = None
+    """The best trial's run (its checkpoint, its test scores); None without a completed trial."""
+
+
+class _NoTraceback(logging.Filter):
+    """Optuna logs each failed trial with its traceback, an interrupted one included; the
+    reason line is enough (the trial's MLflow run keeps it in its ``failure_reason`` tag)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            record.msg = f"{record.msg} ({record.exc_info[0].__name__})"
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def configure_logs(quiet: bool) -> None:
+    """Optuna's logs through the root logger, at INFO unless ``quiet``, tracebacks cut: Optuna
+    resets its logger to INFO when imported, and brings its own handler."""
+    optuna.logging.set_verbosity(logging.WARNING if quiet else logging.INFO)
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_NoTraceback())
 
 
 def make_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120,
@@ -264,9 +287,7 @@ def mark_lost_runs(tracker: Tracker) -> Callable[[optuna.Study, FrozenTrial], No
         log.warning("trial %d of %s lost its worker; its run %s is ended FAILED",
                     trial.number, study.study_name, run_id)
         try:
-            tracker.client.set_tag(run_id, "failure_reason",
-                                   "worker lost: no heartbeat within the grace period")
-            tracker.client.set_terminated(run_id, "FAILED")
+            tracker.fail_run(run_id, "worker lost: no heartbeat within the grace period")
         except Exception:  # the study goes on even if the tracking store hiccups
             log.exception("could not end the lost run %s", run_id)
 
@@ -287,7 +308,7 @@ def job_run(tracker: Tracker, cfg: ExperimentConfig, storage: optuna.storages.Ba
         known = [s.user_attrs[JOB_RUN_ATTR] for s in studies if JOB_RUN_ATTR in s.user_attrs]
         if known and not tracker.project_run_id:
             run_id, owned = known[0], True
-            tracker.client.update_run(run_id, status="RUNNING")
+            tracker.resume_run(run_id)
         else:
             run_id, owned = tracker.job_run_id(name)
             tracker.log_params(run_id, loggable_params(cfg), tags={"cellstudy.level": "job"})
@@ -325,7 +346,7 @@ def study_run(tracker: Tracker, study: optuna.Study, cfg: ExperimentConfig, cell
     with storage_lock(sqlalchemy_url(cfg.study.storage), f"study-run:{study.study_name}"):
         run_id = study.user_attrs.get(RUN_ID_ATTR)
         if run_id:
-            tracker.client.update_run(run_id, status="RUNNING")
+            tracker.resume_run(run_id)
             return run_id
         run_id = tracker.start_run(study.study_name, parent_run_id=job_run_id,
                                    tags={"optuna.study": study.study_name, "cell": cell,
@@ -432,27 +453,26 @@ def finish_study(cfg: ExperimentConfig, cell: str, study: optuna.Study, tracker:
     version, moved = _register(cfg, cell, study, tracker, best, best_run, test)
     study.set_user_attr(FINALIZED_ATTR, len(study.trials))
     return StudyOutcome(cell, study.study_name, run_id, best.number, dict(best.params),
-                        float(best.value), test, version, moved)
+                        float(best.value), test, version, moved, best_run)
 
 
 def _finalized_outcome(cfg: ExperimentConfig, cell: str, study: optuna.Study,
                        tracker: Tracker, run_id: str, best: FrozenTrial) -> StudyOutcome:
     """The outcome of a study another worker (or an earlier run) already finalized, read back
     from the stores instead of testing, plotting and registering again."""
-    logged = tracker.client.get_run(best.user_attrs[RUN_ID_ATTR]).data.metrics
-    test = {k: v for k, v in logged.items() if k.startswith("test/")}
+    test = tracker.scores(best.user_attrs[RUN_ID_ATTR])
     return StudyOutcome(cell, study.study_name, run_id, best.number, dict(best.params),
                         float(best.value), test, study.user_attrs.get("registered_version"),
-                        False)
+                        False, best.user_attrs[RUN_ID_ATTR])
 
 
 def _test_once(cfg: ExperimentConfig, tracker: Tracker, best: FrozenTrial,
                best_run: str) -> dict[str, float]:
     """Scores the best trial on every test set, once: a resumed study whose best did not
     change reads the scores back instead of testing again."""
-    logged = tracker.client.get_run(best_run).data.metrics
+    logged = tracker.scores(best_run)
     if "test/mse" in logged:
-        return {k: v for k, v in logged.items() if k.startswith("test/")}
+        return logged
     state_dict, model_cfg = tracker.load_checkpoint(best_run)
     model = build_model(ModelConfig(**model_cfg), state_dict)
     scores = {f"test/{spec.name}/mse": score(model, make_eval_set(cfg.data, spec), cfg.data.warmup)

@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from mlflow import MlflowClient
 
 from pipeline.config import ExperimentConfig
 from pipeline.data import make_eval_set, make_train_batches
@@ -162,7 +163,7 @@ def test_system_metrics_are_logged_to_the_run(tracking_store, monkeypatch):
     with tracker.system_metrics(run_id, enabled=True, sampling_interval=0.2) as running:
         time.sleep(0.7)
     assert running
-    metrics = tracker.client.get_run(run_id).data.metrics
+    metrics = MlflowClient().get_run(run_id).data.metrics
     assert any(k.startswith("system/cpu_utilization") for k in metrics)
     if torch.cuda.is_available():
         assert any(k.startswith("system/gpu_0_utilization") for k in metrics)
@@ -177,4 +178,4 @@ def test_system_metrics_off_logs_nothing(tracking_store, monkeypatch):
     with tracker.system_metrics(run_id, enabled=False) as running:
         pass
     assert not running
-    assert not tracker.client.get_run(run_id).data.metrics
+    assert not MlflowClient().get_run(run_id).data.metrics

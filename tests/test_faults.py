@@ -12,6 +12,7 @@ import time
 import optuna
 import pytest
 from conftest import ROOT, copy_store, subprocess_env
+from mlflow import MlflowClient
 
 from pipeline import tuning
 from pipeline.config import ModelConfig, to_dict
@@ -39,7 +40,7 @@ def test_diverging_trials_fail_in_both_stores_and_the_study_goes_on(tiny_cfg, tr
     assert states == ["FAIL", "COMPLETE", "FAIL"], "the study went on past the divergences"
     assert tuning.counted_trials(study) == 3, "a diverged trial counts toward the total"
     for trial in study.trials:
-        run = tracker.client.get_run(trial.user_attrs[tuning.RUN_ID_ATTR])
+        run = MlflowClient().get_run(trial.user_attrs[tuning.RUN_ID_ATTR])
         assert run.info.status == ("FINISHED" if trial.state.name == "COMPLETE" else "FAILED")
         if trial.state.name == "FAIL":
             assert "DivergedError" in run.data.tags["failure_reason"]
@@ -65,7 +66,7 @@ def test_alias_never_points_at_a_model_that_does_not_load(tracking_store):
     with pytest.raises(Exception, match="size mismatch"):
         tracker.promote("m", tracker.log_model(broken), 0.1, "champion", {})
     assert str(tracker.champion("m", "champion").version) == str(v1)
-    versions = [str(v.version) for v in tracker.client.search_model_versions("name='m'")]
+    versions = [str(v.version) for v in MlflowClient().search_model_versions("name='m'")]
     assert versions == [str(v1)], "the broken version is not left behind, half-registered"
 
 

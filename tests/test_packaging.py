@@ -47,11 +47,52 @@ def test_generated_stores_are_ignored():
     assert {"mlflow.db", "optuna.db", "mlruns/", "mlartifacts/"} <= set(ignored)
 
 
+def _imports(name: str) -> set[str]:
+    """The top-level packages a module of the pipeline imports, anywhere in it."""
+    import ast
+
+    tree = ast.parse((ROOT / "pipeline" / f"{name}.py").read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def _core_modules() -> list[str]:
+    """The modules the package docstring names as core."""
+    import pipeline
+
+    text = pipeline.__doc__
+    core = text[text.index("Core"):text.index("Edges")]
+    return core.split("``")[1::2]
+
+
 def test_core_imports_neither_mlflow_nor_optuna():
-    for name in ("config", "data", "model", "train", "plots"):
-        text = (ROOT / "pipeline" / f"{name}.py").read_text()
-        for lib in ("mlflow", "optuna"):
-            assert f"import {lib}" not in text and f"from {lib}" not in text, (name, lib)
+    core = _core_modules()
+    assert {"config", "data", "model", "train", "plots", "metrics"} <= set(core)
+    for name in core:
+        assert not _imports(name) & {"mlflow", "optuna"}, name
+
+
+def test_only_tracking_and_serving_import_mlflow_only_tuning_optuna():
+    modules = sorted(p.stem for p in (ROOT / "pipeline").glob("*.py"))
+    assert [m for m in modules if "mlflow" in _imports(m)] == ["serving", "tracking"]
+    assert [m for m in modules if "optuna" in _imports(m)] == ["tuning"]
+    for name in modules:  # the tracker's client is its own: nobody else reaches MLflow
+        if name != "tracking":
+            text = (ROOT / "pipeline" / f"{name}.py").read_text()
+            assert ".client" not in text and "MlflowClient" not in text, name
+
+
+def test_the_package_map_names_every_module():
+    import pipeline
+
+    modules = {p.stem for p in (ROOT / "pipeline").glob("*.py")} - {"__init__", "__main__"}
+    named = {w.strip("`,.:") for w in pipeline.__doc__.replace("``", " ").split()}
+    assert modules <= named, sorted(modules - named)
 
 
 def test_code_passes_ruff():
