@@ -1,10 +1,11 @@
 """cellstudy: how RNN, LSTM and GRU compare on sin -> cos once each is tuned fairly.
 
 Core (imports neither MLflow nor Optuna): ``config``, ``data``, ``model``, ``train``,
-``plots``, ``metrics``, ``evaluation``, ``inputs``, ``interrupts``, ``storage``, ``report``.
+``plots``, ``metrics``, ``evaluation``, ``inputs``, ``interrupts``, ``storage``.
 
-Edges: ``tracking`` and ``serving`` (the only modules that import MLflow), ``tuning`` (the only
-one that imports Optuna), ``cli`` and ``__main__`` (the wiring).
+Edges: ``tracking`` and ``serving`` (the only modules that import MLflow), ``runs`` (the one
+tracked training run), ``report`` (the job's report: trains and logs through ``runs``),
+``tuning`` (the only one that imports Optuna), ``cli`` and ``__main__`` (the wiring).
 """
 
 __version__ = "0.1.0"

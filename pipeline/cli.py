@@ -197,39 +197,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load(args, {"cell": "model.cell", "hidden_size": "model.hidden_size",
                       "lr": "train.lr", "device": "train.device"})
     _setup_torch(cfg)
-    from pipeline.config import flatten, to_dict
-    from pipeline.data import make_eval_set
-    from pipeline.plots import prediction_figure
+    from pipeline.data import validation_set
+    from pipeline.runs import tracked_fit
     from pipeline.tracking import Tracker
-    from pipeline.train import build_model, fit, predict, resolve_device
 
     tracker = Tracker(cfg.tracking.experiment)
     name = f"train-{cfg.model.cell}-h{cfg.model.hidden_size}"
     run_id, owned = tracker.job_run_id(name)
+    # The run stays open for the model and the registry: a failed registration fails it.
     with tracker.ending(run_id) if owned else contextlib.nullcontext():
-        tracker.log_params(run_id, {**flatten(cfg), "cell": cfg.model.cell},
-                           tags={"device": str(resolve_device(cfg.train.device)),
-                                 "cellstudy.level": "train"})
-        buffer = tracker.metric_buffer(run_id)
-        val = make_eval_set(cfg.data, cfg.data.val)
-        try:
-            result = fit(cfg, callbacks=[buffer, _progress_line(args.quiet), interrupts.callback],
-                         val=val)
-        finally:
-            buffer.flush()
-        tracker.log_metrics(run_id, {"val/mse_best": result.best_val,
-                                     "train/seconds": result.seconds})
-        model = build_model(cfg.model, result.state_dict)
-        tracker.log_figure(run_id, prediction_figure(val, predict(model, val), cfg.data.warmup,
-                                                     name, cfg.tracking.plot_windows),
-                           "plots/val_predictions.png")
-        tracker.log_checkpoint(run_id, result.state_dict, to_dict(cfg.model))
+        done = tracked_fit(tracker, cfg, name, val=validation_set(cfg.data), run_id=run_id,
+                           owned=False, tags={"cellstudy.level": "train"},
+                           callbacks=[_progress_line(args.quiet), interrupts.callback])
         uri = tracker.log_model(run_id)
         if args.register:
-            reg = f"{cfg.tracking.registry_prefix}-{cfg.model.cell}"
-            version, moved = tracker.promote(reg, uri, result.best_val, cfg.tracking.alias,
+            reg = cfg.tracking.registry_name(cfg.model.cell)
+            version, moved = tracker.promote(reg, uri, done.result.best_val,
+                                             cfg.tracking.alias,
                                              {"run_id": run_id, "cell": cfg.model.cell})
             print(f"registered {reg} v{version}" + (f" as @{cfg.tracking.alias}" if moved else ""))
+    result = done.result
     print(f"{name}: val/mse_best {result.best_val:.4g} at step {result.best_step} on "
           f"{result.device} in {result.seconds:.1f} s; run {run_id}; model {uri}")
     return 0

@@ -262,6 +262,10 @@ class TrackingConfig:
     plot_windows: int = 4
     """Held-out windows drawn in each prediction plot."""
 
+    def registry_name(self, cell: str) -> str:
+        """The registered model of ``cell``: ``<registry_prefix>-<cell>``."""
+        return f"{self.registry_prefix}-{cell}"
+
     def __post_init__(self) -> None:
         _check(bool(self.registry_prefix), "tracking.registry_prefix is empty")
         _check(bool(self.alias), "tracking.alias is empty")

@@ -84,6 +84,11 @@ def make_eval_set(cfg: DataConfig, spec: EvalSetConfig) -> Windows:
     )
 
 
+
+def validation_set(cfg: DataConfig) -> Windows:
+    """The validation windows (``cfg.val``): model selection and pruning look at these only."""
+    return make_eval_set(cfg, cfg.val)
+
 def make_train_batches(cfg: DataConfig, steps: int, batch_size: int) -> tuple[torch.Tensor, ...]:
     """All training inputs and targets up front, as (steps, batch, T, 1) tensors.
 

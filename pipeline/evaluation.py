@@ -13,8 +13,7 @@ when called.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,23 +25,14 @@ from pipeline.data import (
     Windows,
     linear_rule_baseline,
     make_eval_set,
-    make_train_batches,
     masked_mse,
     tutorial_windows,
+    validation_set,
     zero_baseline,
 )
 from pipeline.metrics import boundary_jumps, cliff, interior_step_error
-from pipeline.model import detach_state
 from pipeline.plots import prediction_figure
-from pipeline.train import (
-    StepRunner,
-    build_model,
-    fit,
-    make_optimizer,
-    predict,
-    predict_windows,
-    resolve_device,
-)
+from pipeline.train import Callback, FitResult, build_model, fit, predict, predict_windows
 
 Predictor = Callable[[Windows], np.ndarray]
 """Windows -> predictions (n, T, 1), with the state carried through stateful windows."""
@@ -114,7 +104,7 @@ def baseline_scores(cfg: ExperimentConfig,
                     sets: dict[str, Windows] | None = None) -> dict[str, dict[str, float]]:
     """Each baseline's ``val/mse`` and test scores, on the same windows the models see."""
     sets = sets if sets is not None else held_out_sets(cfg)
-    val = make_eval_set(cfg.data, cfg.data.val)
+    val = validation_set(cfg.data)
     return {name: {"val/mse": masked_mse(fn(val), val, cfg.data.warmup),
                    **score_sets(fn, sets, cfg.data.warmup)}
             for name, fn in BASELINES.items()}
@@ -150,33 +140,30 @@ def retrain(cfg: ExperimentConfig, seed: int, sets: dict[str, Windows],
     return SeedRun(seed, result.best_val, scores, result.seconds, result.device)
 
 
-def replay_tutorial(cfg: ExperimentConfig) -> tuple[Windows, np.ndarray, torch.nn.Module]:
-    """Trains as ``fit`` does on the tutorial protocol, keeping what the blog plots: the
+def replay_tutorial(cfg: ExperimentConfig, callbacks: Iterable[Callback] = ()
+                    ) -> tuple[Windows, np.ndarray, torch.nn.Module, FitResult]:
+    """Trains with ``fit`` on the tutorial protocol, keeping what the blog plots: the
     prediction made for each training window as it came, before the optimizer step on it, with
-    the state carried from window to window.
+    the state carried from window to window (``fit``'s per-step hook), and the last weights,
+    which the tutorial keeps (``keep="last"``).
 
-    ``fit`` cannot hand these out (its callbacks see metrics only) and it returns the
-    best-validation checkpoint, where the tutorial keeps the last weights. The step is fit's own
-    (``StepRunner`` and ``make_optimizer``; same seed, data, loss and clipping, and validation
-    draws nothing random), which tests/test_evaluation.py checks by comparing the final weights.
+    Args:
+        cfg: a config with ``data.protocol`` tutorial.
+        callbacks: fit's callbacks (the tracked run's metric buffer).
 
     Returns:
-        (the training windows, their predictions (steps, T, 1), the model after the last step).
+        (the training windows, their predictions (steps, T, 1), the model after the last step,
+        fit's result).
     """
-    tcfg, dcfg = cfg.train, cfg.data
-    if dcfg.protocol != "tutorial":
-        raise ValueError(f"replay_tutorial needs data.protocol tutorial, got {dcfg.protocol!r}")
-    device = resolve_device(tcfg.device)
-    torch.manual_seed(tcfg.seed)
-    model = build_model(cfg.model).to(device)
-    runner = StepRunner(model, make_optimizer(model, tcfg.lr, graph=False), tcfg.grad_clip)
-    xs, ys = (t.to(device) for t in make_train_batches(dcfg, tcfg.steps, 1))
-    preds, state = [], None
-    for step in range(tcfg.steps):
-        skip = dcfg.warmup if step == 0 else 0
-        state = detach_state(runner.step(xs[step], ys[step], state, skip))
-        preds.append(runner.last_prediction[0])
-    return tutorial_windows(0, tcfg.steps), torch.stack(preds).cpu().numpy(), model.cpu()
+    if cfg.data.protocol != "tutorial":
+        raise ValueError(f"replay_tutorial needs data.protocol tutorial, "
+                         f"got {cfg.data.protocol!r}")
+    preds: list[torch.Tensor] = []
+    result = fit(cfg, callbacks, on_step=lambda _step, pred: preds.append(pred[0]),
+                 keep="last")
+    model = build_model(cfg.model, result.state_dict)
+    return (tutorial_windows(0, cfg.train.steps), torch.stack(preds).cpu().numpy(), model,
+            result)
 
 
 @dataclass(frozen=True)
@@ -219,15 +206,21 @@ def _thirds(ws: Windows, pred: np.ndarray, warmup: int) -> tuple[float, float, f
 def tutorial_run(cfg: ExperimentConfig, seed: int, sets: dict[str, Windows]) -> TutorialRun:
     """Replays the tutorial with ``train.seed = seed`` and measures its claims' quantities."""
     cfg = cfg.replace({"train.seed": seed})
-    start = time.perf_counter()
-    ws, pred, model = replay_tutorial(cfg)
-    seconds = time.perf_counter() - start
+    ws, pred, model, result = replay_tutorial(cfg)
+    scores = score_sets(model_predictor(model), sets, cfg.data.warmup)
+    return measure_tutorial(cfg, ws, pred, scores, result.seconds)
+
+
+def measure_tutorial(cfg: ExperimentConfig, ws: Windows, pred: np.ndarray,
+                     scores: dict[str, float], seconds: float) -> TutorialRun:
+    """The claims' quantities of one replay (``replay_tutorial``'s windows and predictions),
+    with the last weights' ``score_sets``."""
     early_cliff, late_cliff, early_mse, late_mse = _thirds(ws, pred, cfg.data.warmup)
     return TutorialRun(
-        seed=seed, train_cliff=cliff(pred, ws), train_interior=interior_step_error(pred, ws),
-        early_cliff=early_cliff, late_cliff=late_cliff, early_mse=early_mse, late_mse=late_mse,
-        scores=score_sets(model_predictor(model), sets, cfg.data.warmup), seconds=seconds,
-        train_pred=pred)
+        seed=cfg.train.seed, train_cliff=cliff(pred, ws),
+        train_interior=interior_step_error(pred, ws), early_cliff=early_cliff,
+        late_cliff=late_cliff, early_mse=early_mse, late_mse=late_mse, scores=scores,
+        seconds=seconds, train_pred=pred)
 
 
 def baseline_train_cliffs(cfg: ExperimentConfig) -> dict[str, float]:

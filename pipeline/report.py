@@ -15,7 +15,8 @@ After the studies, ``job_report``:
 4. warns when a best trial sits on the edge of its search range;
 5. writes it all as Markdown with the verdicts computed from the numbers.
 
-The tracker is passed in; this module never imports mlflow or optuna.
+Every model it trains is one tracked run (``pipeline/runs.py``); it imports neither mlflow nor
+optuna itself.
 
     >>> print(job_report(cfg, outcomes, tracker, job_run_id))    # doctest: +SKIP
 """
@@ -28,12 +29,13 @@ import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from pipeline import interrupts
 from pipeline.config import ExperimentConfig, ModelConfig, load_config
-from pipeline.data import Windows, make_eval_set, tutorial_windows
+from pipeline.data import Windows, tutorial_windows, validation_set
 from pipeline.evaluation import (
     BASELINES,
     SeedRun,
@@ -41,14 +43,13 @@ from pipeline.evaluation import (
     baseline_scores,
     baseline_train_cliffs,
     held_out_sets,
-    retrain,
-    tutorial_run,
+    measure_tutorial,
+    replay_tutorial,
 )
-from pipeline.metrics import Spread, clearly_less, paired, summarize
+from pipeline.metrics import Spread, clearly_less, cliff, paired, summarize
 from pipeline.plots import comparison_figure, tutorial_figure
-
-if TYPE_CHECKING:  # for the annotations only: the tracker is passed in
-    from pipeline.tracking import Tracker
+from pipeline.runs import tracked_fit
+from pipeline.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def summary_table(outcomes: Sequence, cfg: ExperimentConfig) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for o in outcomes:
         version = "-" if o.model_version is None else (
-            f"{cfg.tracking.registry_prefix}-{o.cell} v{o.model_version}"
+            f"{cfg.tracking.registry_name(o.cell)} v{o.model_version}"
             + (f" @{cfg.tracking.alias}" if o.champion_moved else ""))
         row = [o.cell, str(o.best_trial), *_space_cells(cfg, o.best_params), _fmt(o.val_mse),
                _fmt(o.test_mse.get("test/mse")),
@@ -432,13 +433,6 @@ def resolve_path(path: str) -> Path:
     return given if given.is_absolute() or given.exists() else REPO / given
 
 
-def _log_run(tracker: Tracker, name: str, parent: str, level: str,
-             body: Callable[[str], None], tags: dict[str, str] | None = None) -> str:
-    with tracker.run(name, parent, {"cellstudy.level": level, **(tags or {})}) as run_id:
-        body(run_id)
-    return run_id
-
-
 def _log_seeds(tracker: Tracker, run_id: str, runs: Sequence[Any], extra: Callable[[Any], dict]
                ) -> None:
     """Per-seed values as steps (step = seed), then each key's mean and interval."""
@@ -454,9 +448,32 @@ def _log_seeds(tracker: Tracker, run_id: str, runs: Sequence[Any], extra: Callab
     tracker.log_metrics(run_id, summary)
 
 
+def _seed_run(tracker: Tracker, cfg: ExperimentConfig, seed: int, parent: str,
+              sets: dict[str, Windows], val: Windows) -> SeedRun:
+    """One retrain of a champion configuration with weight seed ``seed``, a tracked run
+    (stepped metrics, prediction plot, test scores) nested under the study run."""
+    cfg = cfg.replace({"train.seed": seed})
+    cell = cfg.model.cell
+    done = tracked_fit(tracker, cfg, f"{cell}-seed-{seed}", val=val, parent_run_id=parent,
+                       tags={"cellstudy.level": "seed", "cell": cell},
+                       callbacks=[interrupts.callback], test_sets=sets)
+    return SeedRun(seed, done.result.best_val, done.scores, done.result.seconds,
+                   done.result.device)
+
+
+def _log_summary(tracker: Tracker, name: str, parent: str, level: str, cell: str,
+                 params: dict[str, Any], runs: Sequence[Any],
+                 extra: Callable[[Any], dict]) -> None:
+    """A run that gathers a cell's seed runs: per-seed values as steps, their means and
+    intervals."""
+    with tracker.run(name, parent, {"cellstudy.level": level, "cell": cell}) as run_id:
+        tracker.log_params(run_id, params)
+        _log_seeds(tracker, run_id, runs, extra)
+
+
 def _cell_results(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
                   sets: dict[str, Windows]) -> list[CellResult]:
-    val = make_eval_set(cfg.data, cfg.data.val)
+    val = validation_set(cfg.data)
     seeds = [cfg.train.seed + i for i in range(1, cfg.report.seeds + 1)]
     cells = []
     for o in outcomes:
@@ -464,16 +481,37 @@ def _cell_results(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
             continue
         ccfg = cfg.replace({"model.cell": o.cell, **o.best_params})
         log.info("%s: retraining the champion configuration with %d seeds", o.cell, len(seeds))
-        runs = [retrain(ccfg, s, sets, val) for s in seeds]
+        runs = [_seed_run(tracker, ccfg, s, o.study_run_id, sets, val) for s in seeds]
         cells.append(CellResult(o.cell, dict(o.best_params), float(o.val_mse), runs))
-
-        def body(run_id: str, runs: list[SeedRun] = runs, o: Any = o) -> None:
-            tracker.log_params(run_id, {"cell": o.cell, **o.best_params, "seeds": seeds})
-            _log_seeds(tracker, run_id, runs, lambda r: {"val/mse_best": r.val_mse,
-                                                         "train/seconds": r.seconds})
-
-        _log_run(tracker, f"{o.cell}-seeds", o.study_run_id, "seeds", body, {"cell": o.cell})
+        _log_summary(tracker, f"{o.cell}-seeds", o.study_run_id, "seeds", o.cell,
+                     {**o.best_params, "seeds": seeds},
+                     runs, lambda r: {"val/mse_best": r.val_mse, "train/seconds": r.seconds})
     return cells
+
+
+def _tutorial_seed(tracker: Tracker, cfg: ExperimentConfig, seed: int, parent: str,
+                   sets: dict[str, Windows]) -> TutorialRun:
+    """The tutorial's protocol with one seed, a tracked run under the job run: stepped
+    metrics and the blog's red/blue figure of the predictions made during training."""
+    cfg = cfg.replace({"train.seed": seed})
+    cell = cfg.model.cell
+    replayed: dict[str, Any] = {}
+
+    def train(c: ExperimentConfig, callbacks: list) -> Any:
+        replayed["ws"], replayed["pred"], _, result = replay_tutorial(c, callbacks)
+        return result
+
+    def plot(_result: Any) -> Any:
+        ws, pred = replayed["ws"], replayed["pred"]
+        return tutorial_figure(ws, {cell: pred}, {cell: f"train-time cliff {cliff(pred, ws):.3g}"},
+                               f"{cell}, seed {seed}: target (red), prediction in training (blue)")
+
+    done = tracked_fit(tracker, cfg, f"tutorial-{cell}-seed-{seed}",
+                       val=validation_set(cfg.data), parent_run_id=parent,
+                       tags={"cellstudy.level": "tutorial-seed", "cell": cell},
+                       callbacks=[interrupts.callback], train=train, plot=plot, test_sets=sets)
+    return measure_tutorial(cfg, replayed["ws"], replayed["pred"], done.scores,
+                            done.result.seconds)
 
 
 def _tutorial(cfg: ExperimentConfig, tracker: Tracker, job_run_id: str) -> TutorialResult | None:
@@ -486,20 +524,19 @@ def _tutorial(cfg: ExperimentConfig, tracker: Tracker, job_run_id: str) -> Tutor
     for cell in cfg.study.cells:
         log.info("tutorial protocol: %s with %d seeds", cell, cfg.report.tutorial_seeds)
         ccfg = tcfg.replace({"model.cell": cell})
-        runs[cell] = [tutorial_run(ccfg, s, sets) for s in range(cfg.report.tutorial_seeds)]
-
-        def body(run_id: str, cell: str = cell, cell_runs: list[TutorialRun] = runs[cell]
-                 ) -> None:
-            tracker.log_params(run_id, {"cell": cell, "config": cfg.report.tutorial_config,
-                                        "seeds": cfg.report.tutorial_seeds})
-            _log_seeds(tracker, run_id, cell_runs, lambda r: {
-                "cliff/train": r.train_cliff, "step_error/train": r.train_interior,
-                "cliff/train_first_third": r.early_cliff, "cliff/train_last_third": r.late_cliff,
-                "mse/train_first_third": r.early_mse, "mse/train_last_third": r.late_mse,
-                "train/seconds": r.seconds})
-
-        _log_run(tracker, f"tutorial-{cell}", job_run_id, "tutorial", body, {"cell": cell})
+        runs[cell] = [_tutorial_seed(tracker, ccfg, s, job_run_id, sets)
+                      for s in range(cfg.report.tutorial_seeds)]
+        _log_summary(tracker, f"tutorial-{cell}", job_run_id, "tutorial", cell,
+                     {"config": cfg.report.tutorial_config, "seeds": cfg.report.tutorial_seeds},
+                     runs[cell], _tutorial_metrics)
     return TutorialResult(tcfg, runs, baseline_scores(tcfg, sets), baseline_train_cliffs(tcfg))
+
+
+def _tutorial_metrics(r: TutorialRun) -> dict[str, float]:
+    return {"cliff/train": r.train_cliff, "step_error/train": r.train_interior,
+            "cliff/train_first_third": r.early_cliff, "cliff/train_last_third": r.late_cliff,
+            "mse/train_first_third": r.early_mse, "mse/train_last_third": r.late_mse,
+            "train/seconds": r.seconds}
 
 
 def _champion_predictions(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
@@ -534,9 +571,9 @@ def job_report(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
     sets = held_out_sets(cfg)
     baselines = baseline_scores(cfg, sets)
     for name, scores in baselines.items():
-        _log_run(tracker, f"baseline-{name.replace('_', '-')}", job_run_id, "baseline",
-                 lambda run_id, scores=scores: tracker.log_metrics(run_id, scores),
-                 {"baseline": name})
+        with tracker.run(f"baseline-{name.replace('_', '-')}", job_run_id,
+                         {"cellstudy.level": "baseline", "baseline": name}) as run_id:
+            tracker.log_metrics(run_id, scores)
     cells = _cell_results(cfg, outcomes, tracker, sets)
     tut = _tutorial(cfg, tracker, job_run_id)
     warnings = edge_warnings(outcomes, cfg)

@@ -23,10 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import ExperimentConfig, ModelConfig
-from pipeline.data import Windows, make_eval_set, make_train_batches, masked_mse
+from pipeline.data import Windows, make_train_batches, masked_mse, validation_set
 from pipeline.model import SeqRegressor, State, detach_state
 
 Callback = Callable[[int, dict[str, float]], None]
+StepHook = Callable[[int, torch.Tensor], None]
+"""Called after every optimizer step with (step, the prediction made for the step's windows
+before the update); predictions are kept on eager steps only (not on CUDA-graph replays)."""
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +257,15 @@ def make_optimizer(model: torch.nn.Module, lr: float, graph: bool) -> torch.opti
     return torch.optim.Adam(model.parameters(), lr=lr, fused=True, capturable=graph)
 
 
+def reached(err: BaseException) -> FitResult | None:
+    """What a run stopped by ``err`` (a pruner, an interrupt) had reached: its best weights so
+    far, for a plot of the state it got to; None if it stopped before its first validation."""
+    return getattr(err, "fit_result", None)
+
+
 def fit(cfg: ExperimentConfig, callbacks: Iterable[Callback] = (),
-        val: Windows | None = None) -> FitResult:
+        val: Windows | None = None, on_step: StepHook | None = None,
+        keep: str = "best") -> FitResult:
     """Trains ``cfg.model`` with Adam on MSE, validating every ``cfg.train.eval_every`` steps.
 
     On CUDA the training step is captured in a CUDA graph when ``cfg.train.cuda_graph`` allows
@@ -265,9 +275,13 @@ def fit(cfg: ExperimentConfig, callbacks: Iterable[Callback] = (),
         cfg: the whole experiment config (data, model and train sections are read).
         callbacks: called with (step, metrics) after each validation pass.
         val: the validation windows; drawn from ``cfg.data.val`` when None.
+        on_step: called after every step (the tutorial's replay keeps each prediction).
+        keep: ``best`` returns the best-validation weights, ``last`` those after the last
+            step (what the tutorial keeps).
 
     Returns:
-        The best validation MSE, its step and weights.
+        The best validation MSE, its step and the weights kept. An exception that stops
+        training (a callback's, an interrupt) carries what was reached (``reached(err)``).
 
     Raises:
         DivergedError: the training loss or the validation MSE is not finite.
@@ -283,40 +297,46 @@ def fit(cfg: ExperimentConfig, callbacks: Iterable[Callback] = (),
                         graph=graph, strict=tcfg.cuda_graph == "on")
     batch = 1 if stateful else tcfg.batch_size
     xs, ys = (t.to(device) for t in make_train_batches(dcfg, tcfg.steps, batch))
-    val = val if val is not None else make_eval_set(dcfg, dcfg.val)
+    val = val if val is not None else validation_set(dcfg)
     callbacks = list(callbacks)
 
     best_val, best_step, best_state = math.inf, 0, None
     history: list[tuple[int, dict[str, float]]] = []
     state = None
     start = time.perf_counter()
-    for step in range(1, tcfg.steps + 1):
-        # The warm-up is cut from every window, except that with a carried state only the
-        # first window lacks context.
-        skip = dcfg.warmup if (not stateful or step == 1) else 0
-        new_state = runner.step(xs[step - 1], ys[step - 1], state, skip)
-        if stateful:
-            state = detach_state(new_state)
-        if step % tcfg.eval_every and step != tcfg.steps:
-            continue
-        train_loss = runner.mean_loss()
-        val_mse = score(model, val, dcfg.warmup)
-        if not (math.isfinite(train_loss) and math.isfinite(val_mse)):
-            raise DivergedError(f"loss became {train_loss}, val/mse {val_mse} at step {step}")
-        if val_mse < best_val:
-            best_val, best_step = val_mse, step
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        metrics = {"train/loss": train_loss, "val/mse": val_mse}
-        history.append((step, metrics))
-        for callback in callbacks:
-            callback(step, metrics)
+
+    def result(weights: dict[str, torch.Tensor]) -> FitResult:
+        return FitResult(best_val=best_val, best_step=best_step,
+                         state_dict={k: v.cpu() for k, v in weights.items()},
+                         device=str(device), seconds=time.perf_counter() - start,
+                         history=history, cuda_graph=runner.graphed)
+
+    try:
+        for step in range(1, tcfg.steps + 1):
+            # The warm-up is cut from every window, except that with a carried state only the
+            # first window lacks context.
+            skip = dcfg.warmup if (not stateful or step == 1) else 0
+            new_state = runner.step(xs[step - 1], ys[step - 1], state, skip)
+            if stateful:
+                state = detach_state(new_state)
+            if on_step is not None and runner.last_prediction is not None:
+                on_step(step, runner.last_prediction)
+            if step % tcfg.eval_every and step != tcfg.steps:
+                continue
+            train_loss = runner.mean_loss()
+            val_mse = score(model, val, dcfg.warmup)
+            if not (math.isfinite(train_loss) and math.isfinite(val_mse)):
+                raise DivergedError(f"loss became {train_loss}, val/mse {val_mse} at step {step}")
+            if val_mse < best_val:
+                best_val, best_step = val_mse, step
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            metrics = {"train/loss": train_loss, "val/mse": val_mse}
+            history.append((step, metrics))
+            for callback in callbacks:
+                callback(step, metrics)
+    except BaseException as err:
+        if best_state is not None and not isinstance(err, DivergedError):
+            err.fit_result = result(best_state)  # type: ignore[attr-defined]
+        raise
     assert best_state is not None  # the last step always validates
-    return FitResult(
-        best_val=best_val,
-        best_step=best_step,
-        state_dict={k: v.cpu() for k, v in best_state.items()},
-        device=str(device),
-        seconds=time.perf_counter() - start,
-        history=history,
-        cuda_graph=runner.graphed,
-    )
+    return result(model.state_dict() if keep == "last" else best_state)

@@ -10,7 +10,6 @@ suggests into a plain config: the model and trainer never see a trial.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import time
@@ -24,9 +23,10 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline import interrupts
-from pipeline.config import Distribution, ExperimentConfig, ModelConfig, flatten, to_dict
-from pipeline.data import Windows, make_eval_set
-from pipeline.plots import prediction_figure
+from pipeline.config import Distribution, ExperimentConfig, ModelConfig, flatten
+from pipeline.data import Windows, validation_set
+from pipeline.evaluation import held_out_sets, model_predictor, score_sets
+from pipeline.runs import loggable_params, prediction_plot, tracked_fit
 from pipeline.storage import (  # noqa: F401 - the URL helpers are part of this API too
     STORAGE_SCHEMES,
     check_storage_reachable,
@@ -36,7 +36,7 @@ from pipeline.storage import (  # noqa: F401 - the URL helpers are part of this 
     storage_lock,
 )
 from pipeline.tracking import Tracker
-from pipeline.train import DivergedError, build_model, fit, predict, resolve_device, score
+from pipeline.train import DivergedError, build_model, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -202,36 +202,22 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         cfg = self.suggest(trial)
-        tracker = self.tracker
-        run_id = tracker.start_run(
-            f"{self.cell}-trial-{trial.number}", parent_run_id=self.study_run_id,
-            tags={"optuna.trial_number": str(trial.number), "optuna.study": trial.study.study_name,
-                  "cell": self.cell, "cellstudy.level": "trial"})
-        trial.set_user_attr(RUN_ID_ATTR, run_id)
-        with tracker.ending(run_id, killed_on=(optuna.TrialPruned,)):
-            device = str(resolve_device(cfg.train.device))
-            tracker.log_params(run_id, {**loggable_params(cfg), "cell": self.cell},
-                               tags={"device": device})
-            buffer = tracker.metric_buffer(run_id)
-            try:
-                # interrupts.callback last: a signal stops training after the pruner's report.
-                pruning = _pruning(trial, cfg.study.pruner_warmup_steps)
-                result = fit(cfg, callbacks=[buffer, pruning, interrupts.callback], val=self.val)
-            except DivergedError as err:
-                trial.set_user_attr(FAIL_ATTR, str(err))
-                raise
-            finally:
-                buffer.flush()
-            tracker.log_metrics(run_id, {"val/mse_best": result.best_val,
-                                         "val/best_step": result.best_step,
-                                         "train/seconds": result.seconds})
-            pred = predict(build_model(cfg.model, result.state_dict), self.val)
-            title = (f"{self.cell} {_describe(trial.params)} - val MSE {result.best_val:.2e}")
-            tracker.log_figure(run_id, functools.partial(
-                prediction_figure, self.val, pred, cfg.data.warmup, title,
-                cfg.tracking.plot_windows), "plots/val_predictions.png", background=True)
-            tracker.log_checkpoint(run_id, result.state_dict, to_dict(cfg.model))
-        return result.best_val
+        tags = {"optuna.trial_number": str(trial.number), "optuna.study": trial.study.study_name,
+                "cell": self.cell, "cellstudy.level": "trial"}
+        # interrupts.callback last: a signal stops training after the pruner's report.
+        pruning = _pruning(trial, cfg.study.pruner_warmup_steps)
+        try:
+            done = tracked_fit(
+                self.tracker, cfg, f"{self.cell}-trial-{trial.number}", val=self.val,
+                parent_run_id=self.study_run_id, tags=tags,
+                callbacks=[pruning, interrupts.callback], killed_on=(optuna.TrialPruned,),
+                on_start=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id),
+                plot=prediction_plot(cfg, self.val, f"{self.cell} {_describe(trial.params)}"),
+                background=True)
+        except DivergedError as err:
+            trial.set_user_attr(FAIL_ATTR, str(err))
+            raise
+        return done.result.best_val
 
 
 def suggest(trial: optuna.Trial, path: str, dist: Distribution) -> float | int:
@@ -268,11 +254,6 @@ def _pruning(trial: optuna.Trial,
             raise optuna.TrialPruned(f"pruned at step {step} with val/mse_best {best:.3g}")
 
     return callback
-
-
-def loggable_params(cfg: ExperimentConfig) -> dict[str, object]:
-    """The flattened config as MLflow params, with the storage URL's password masked."""
-    return {**flatten(cfg), "study.storage": mask_url(cfg.study.storage)}
 
 
 def mark_lost_runs(tracker: Tracker) -> Callable[[optuna.Study, FrozenTrial], None]:
@@ -374,7 +355,7 @@ def run_study(cfg: ExperimentConfig, cell: str, tracker: Tracker, job_run_id: st
     study = open_study(cfg, cell, storage)
     run_id = study_run(tracker, study, cfg, cell, job_run_id)
     with tracker.ending(run_id):
-        val = make_eval_set(cfg.data, cfg.data.val)
+        val = validation_set(cfg.data)
         # On a GPU the study run records how busy the card was (MLflow system metrics).
         on_gpu = resolve_device(cfg.train.device).type == "cuda"
         with tracker.system_metrics(run_id, enabled=on_gpu):
@@ -475,9 +456,7 @@ def _test_once(cfg: ExperimentConfig, tracker: Tracker, best: FrozenTrial,
         return logged
     state_dict, model_cfg = tracker.load_checkpoint(best_run)
     model = build_model(ModelConfig(**model_cfg), state_dict)
-    scores = {f"test/{spec.name}/mse": score(model, make_eval_set(cfg.data, spec), cfg.data.warmup)
-              for spec in cfg.data.tests}
-    scores["test/mse"] = sum(scores.values()) / len(scores)
+    scores = score_sets(model_predictor(model), held_out_sets(cfg), cfg.data.warmup)
     tracker.log_metrics(best_run, scores)
     return scores
 
@@ -488,7 +467,7 @@ def _register(cfg: ExperimentConfig, cell: str, study: optuna.Study, tracker: Tr
     if study.user_attrs.get("registered_trial") == best.number:
         return study.user_attrs.get("registered_version"), False
     model_uri = tracker.log_model(best_run)
-    name = f"{cfg.tracking.registry_prefix}-{cell}"
+    name = cfg.tracking.registry_name(cell)
     version, moved = tracker.promote(
         name, model_uri, float(best.value), cfg.tracking.alias,
         tags={"test_mse": str(test.get("test/mse")), "study": study.study_name,

@@ -46,7 +46,7 @@ def test_score_sets_measures_cliffs_on_consecutive_windows_only(tiny_cfg) -> Non
 def test_replay_trains_exactly_as_fit(tutorial_cfg, cell: str) -> None:
     """The replay's last weights are fit's when fit validates only at the last step."""
     cfg = tutorial_cfg.replace({"model.cell": cell, "train.eval_every": 12})
-    ws, pred, model = replay_tutorial(cfg)
+    ws, pred, model, _ = replay_tutorial(cfg)
     assert pred.shape == ws.y.shape == (12, 10, 1)
     fitted = fit(cfg).state_dict
     for key, value in model.state_dict().items():

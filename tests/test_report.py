@@ -157,3 +157,14 @@ def test_job_report_is_logged_on_the_job_run(tiny_cfg, tracking_store) -> None:
     assert sorted(m.step for m in history) == [1, 2]
     assert "test/in_dist/mse_ci95" in seeds.data.metrics
     assert [r.info.run_name for r in by_level["tutorial"]] == ["tutorial-gru"]
+    # Every model the report trains is one run of its own, with its curve and its plot.
+    assert sorted(r.info.run_name for r in by_level["seed"]) == ["gru-seed-1", "gru-seed-2"]
+    assert sorted(r.info.run_name for r in by_level["tutorial-seed"]) == [
+        "tutorial-gru-seed-0", "tutorial-gru-seed-1"]
+    for run, parent in [*((r, outcome.study_run_id) for r in by_level["seed"]),
+                        *((r, job) for r in by_level["tutorial-seed"])]:
+        assert run.data.tags["mlflow.parentRunId"] == parent and run.info.status == "FINISHED"
+        assert client.get_metric_history(run.info.run_id, "val/mse")
+        assert "test/mse" in run.data.metrics
+        assert {f.path for f in client.list_artifacts(run.info.run_id, "plots")} == {
+            "plots/val_predictions.png"}

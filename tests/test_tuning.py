@@ -50,7 +50,7 @@ def test_a_tiny_study_per_cell_is_tracked_three_deep(tiny_cfg, tracker, tmp_path
         assert run.data.tags["mlflow.parentRunId"] == study_run.info.run_id
         trial = by_run[run.info.run_id]  # the trial stores the run id ...
         assert run.data.tags["optuna.trial_number"] == str(trial.number)  # ... and vice versa
-        assert run.data.params["cell"] == cell
+        assert run.data.params["model.cell"] == cell
         assert {"model.hidden_size", "train.lr", "train.steps"} <= set(run.data.params)
         assert not {"hidden_size", "lr"} & set(run.data.params)  # one name per quantity
         trial_values = {k: str(v) for k, v in trial.params.items()}
@@ -106,6 +106,9 @@ def test_pruned_trials_end_killed_and_diverged_ones_failed(tiny_cfg, tracker, tm
     runs = [client.get_run(t.user_attrs["mlflow_run_id"]) for t in study.trials]
     assert [r.info.status for r in runs] == ["FINISHED", "KILLED", "FAILED"]
     assert "pruned at step" in runs[1].data.tags["pruned_reason"]
+    assert runs[1].data.tags["cellstudy.pruned"] == "true"  # the UI shows KILLED: say why
+    pruned_files = {f.path for f in client.list_artifacts(runs[1].info.run_id, "plots")}
+    assert "plots/val_predictions.png" in pruned_files  # the state it reached
     assert "DivergedError" in runs[2].data.tags["failure_reason"]
     assert tuning.FAIL_ATTR in study.trials[2].user_attrs  # counts toward the total
 

@@ -1,0 +1,141 @@
+"""One tracked training run, the only one: ``cli train``, every Optuna trial, and the report's
+seed retrains and tutorial runs all go through ``tracked_fit``.
+
+It starts (or takes) a run, logs the config as params, fits with the metric buffer and the
+caller's callbacks (a pruner, a progress line, interrupts), logs the final metrics, the test
+scores when asked, the prediction plot and the checkpoint, and ends the run with the status it
+earned. A run stopped by a pruner keeps the plot of the state it reached and the tag
+``cellstudy.pruned=true``. Imports no Optuna: the caller passes the pruner in as a callback.
+
+    >>> done = tracked_fit(tracker, cfg, "train-lstm", val=val)    # doctest: +SKIP
+    >>> done.run_id, done.result.best_val                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from matplotlib.figure import Figure
+
+from pipeline.config import ExperimentConfig, flatten, to_dict
+from pipeline.data import Windows
+from pipeline.evaluation import model_predictor, score_sets
+from pipeline.model import SeqRegressor
+from pipeline.plots import prediction_figure
+from pipeline.storage import mask_url
+from pipeline.tracking import Tracker
+from pipeline.train import Callback, FitResult, build_model, fit, predict, reached, resolve_device
+
+log = logging.getLogger(__name__)
+
+PLOT_PATH = "plots/val_predictions.png"
+PRUNED_TAG = "cellstudy.pruned"
+"""Tag of a run a pruner stopped: MLflow shows it KILLED, as an interrupted one."""
+
+Trainer = Callable[[ExperimentConfig, list[Callback]], FitResult]
+"""How a run trains: ``fit`` by default; the tutorial's replay keeps its predictions too."""
+Plot = Callable[[FitResult], Figure]
+"""The run's figure, drawn from what training reached."""
+
+
+@dataclass(frozen=True)
+class TrackedFit:
+    """A finished tracked run."""
+
+    run_id: str
+    result: FitResult
+    model: SeqRegressor
+    """The weights kept (best validation, or the last for the tutorial), on the CPU."""
+    scores: dict[str, float] = field(default_factory=dict)
+    """``score_sets`` on the test sets, when they were given."""
+
+
+def loggable_params(cfg: ExperimentConfig) -> dict[str, object]:
+    """The flattened config as MLflow params, with the storage URL's password masked."""
+    return {**flatten(cfg), "study.storage": mask_url(cfg.study.storage)}
+
+
+def prediction_plot(cfg: ExperimentConfig, val: Windows, title: str) -> Plot:
+    """The default figure: the kept weights' predictions on the validation windows."""
+
+    def draw(result: FitResult) -> Figure:
+        pred = predict(build_model(cfg.model, result.state_dict), val)
+        return prediction_figure(val, pred, cfg.data.warmup,
+                                 f"{title} - val MSE {result.best_val:.2e}",
+                                 cfg.tracking.plot_windows)
+
+    return draw
+
+
+def tracked_fit(tracker: Tracker, cfg: ExperimentConfig, name: str, *, val: Windows,
+                parent_run_id: str | None = None, run_id: str | None = None, owned: bool = True,
+                tags: dict[str, str] | None = None, callbacks: Iterable[Callback] = (),
+                killed_on: tuple[type[BaseException], ...] = (),
+                on_start: Callable[[str], None] | None = None,
+                train: Trainer | None = None, plot: Plot | None = None,
+                test_sets: dict[str, Windows] | None = None,
+                background: bool = False) -> TrackedFit:
+    """Trains ``cfg`` as one tracked run.
+
+    Args:
+        tracker: where the run goes.
+        cfg: the run's whole config (cell and searched values already set).
+        name: the run's name (and the plot's title).
+        val: the validation windows.
+        parent_run_id: the run a new run nests under.
+        run_id: an existing run to log into (the project run under ``mlflow run``).
+        owned: whether this call ends ``run_id`` (a new run is always ended).
+        tags: the run's tags (``cellstudy.level``, ``cell``, ...).
+        callbacks: fit's callbacks after the metric buffer, in order (the pruner, interrupts).
+        killed_on: exceptions that end the run KILLED (the pruner's) instead of FAILED.
+        on_start: called with the run id once the run exists (a trial stores it).
+        train: how to train; ``fit`` on ``val`` by default.
+        plot: the run's figure; the validation predictions by default.
+        test_sets: held-out sets to score the kept weights on (``test/...`` metrics).
+        background: draw and upload the figure in the tracker's figure thread.
+    """
+    if run_id is None:
+        run_id, owned = tracker.start_run(name, parent_run_id, tags), True
+        tags = None
+    if on_start is not None:
+        on_start(run_id)
+    plot = plot or prediction_plot(cfg, val, name)
+    train = train or (lambda c, cbs: fit(c, cbs, val=val))
+    with tracker.ending(run_id, killed_on) if owned else contextlib.nullcontext():
+        tracker.log_params(run_id, loggable_params(cfg),
+                           tags={"device": str(resolve_device(cfg.train.device)),
+                                 **(tags or {})})
+        buffer = tracker.metric_buffer(run_id)
+        try:
+            result = train(cfg, [buffer, *callbacks])
+        except killed_on as err:
+            _log_reached(tracker, run_id, err, plot)
+            raise
+        finally:
+            buffer.flush()
+        model = build_model(cfg.model, result.state_dict)
+        scores = score_sets(model_predictor(model), test_sets, cfg.data.warmup) \
+            if test_sets else {}
+        tracker.log_metrics(run_id, {"val/mse_best": result.best_val,
+                                     "val/best_step": result.best_step,
+                                     "train/seconds": result.seconds, **scores})
+        tracker.log_figure(run_id, functools.partial(plot, result), PLOT_PATH,
+                           background=background)
+        tracker.log_checkpoint(run_id, result.state_dict, to_dict(cfg.model))
+    return TrackedFit(run_id, result, model, scores)
+
+
+def _log_reached(tracker: Tracker, run_id: str, err: BaseException, plot: Plot) -> None:
+    """A pruned run keeps the tag that says so and the plot of the state it reached."""
+    tracker.log_params(run_id, {}, tags={PRUNED_TAG: "true"})
+    result = reached(err)
+    if result is None:
+        return
+    try:
+        tracker.log_figure(run_id, plot(result), PLOT_PATH)
+    except Exception:  # a missing picture must not hide why the run stopped
+        log.exception("the plot of stopped run %s could not be logged", run_id)
