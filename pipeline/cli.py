@@ -154,11 +154,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
                       "storage": "study.storage", "study_name": "study.name",
                       "device": "train.device"})
     _refuse_searched(_overrides(args, {}), cfg)
-    from pipeline.storage import check_storage_reachable, check_storage_url
+    from pipeline.storage import Storage
 
     try:  # the storage first: it needs no heavy import, so a bad URL is refused at once
-        check_storage_url(cfg.study.storage)
-        check_storage_reachable(cfg.study.storage)
+        storage = Storage(cfg.study.storage)
+        storage.check_reachable()
         from pipeline.tracking import check_tracking_reachable
 
         check_tracking_reachable()
@@ -172,8 +172,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from pipeline.tracking import Tracker
 
     tracker = Tracker(cfg.tracking.experiment)
-    storage = tuning.make_storage(cfg.study.storage, cfg.study.heartbeat_interval,
-                                  cfg.study.grace_period, tuning.mark_lost_runs(tracker))
+    tuning.make_storage(storage, cfg.study.heartbeat_interval, cfg.study.grace_period,
+                        tuning.mark_lost_runs(tracker))
     job_run, owned = tuning.job_run(tracker, cfg, storage, f"tune-{cfg.study.name}")
     with tracker.ending(job_run) if owned else contextlib.nullcontext():
         outcomes = []

@@ -8,7 +8,8 @@ works across machines, and the server drops it when the holder's connection dies
 killed mid-step never leaves it held. Other storages (SQLite, journal files) live on one machine,
 and an ``flock`` on a file under the temp folder does the same there.
 
-    >>> with storage_lock("postgresql+psycopg2://u:p@db/optuna", "finalize:sin2cos-lstm"):
+    >>> storage = Storage("postgresql://u:p@db/optuna")     # doctest: +SKIP
+    >>> with storage.lock("finalize:sin2cos-lstm"):
     ...     ...                                             # doctest: +SKIP
 """
 
@@ -21,8 +22,70 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
+
+
+class Storage:
+    """A study storage resolved once from its URL and handed down: its SQLAlchemy URL, its
+    named locks, the tuning of its engine, and (set by ``tuning.open_storage``, the only place
+    that imports Optuna) the Optuna storage opened on it.
+
+    Args:
+        url: the Optuna storage URL.
+
+    Raises:
+        ValueError: a scheme Optuna cannot open.
+    """
+
+    def __init__(self, url: str) -> None:
+        check_storage_url(url)
+        self.url = url
+        self.sqlalchemy_url = sqlalchemy_url(url)
+        self.optuna: Any = None
+        """The Optuna storage on this URL, once opened."""
+
+    def __repr__(self) -> str:  # a password must not reach a log through a repr
+        return f"Storage({self.masked!r})"
+
+    @property
+    def masked(self) -> str:
+        """The URL with its password replaced by ``***``, for logs and params."""
+        return mask_url(self.url)
+
+    @property
+    def journal_path(self) -> str | None:
+        """The file of a ``journal:///path`` storage, None for a database."""
+        if not self.url.startswith("journal:"):
+            return None
+        return self.url.split(":", 1)[1].removeprefix("//")
+
+    def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """The lock ``name`` (``finalize:<study>``) among every user of this storage."""
+        return storage_lock(self.sqlalchemy_url, name)
+
+    def check_reachable(self, timeout: int = 5) -> None:
+        """See ``check_storage_reachable``."""
+        check_storage_reachable(self.url, timeout)
+
+    def tune_engine(self, engine: Any) -> None:
+        """SQLite only: every ``trial.report`` is a commit, 16 a trial; in SQLite's default
+        rollback-journal mode each commit waits for several fsyncs. Write-ahead logging with
+        ``synchronous=NORMAL`` waits for none (a power cut may lose the last commits, never
+        corrupt the file) and lets workers on one machine read while another writes."""
+        if not self.sqlalchemy_url.startswith("sqlite:"):
+            return
+        import sqlalchemy
+
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        sqlalchemy.event.listen(engine, "connect", on_connect)
+        engine.dispose()  # connections opened before the listener reconnect with it
 
 
 def check_storage_url(url: str) -> None:
@@ -114,24 +177,21 @@ def _is_postgres(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def storage_lock(url: str, name: str, wait: bool = True) -> Iterator[bool]:
-    """Holds the lock ``name`` among all users of the storage at ``url``.
+def storage_lock(url: str, name: str) -> Iterator[None]:
+    """Holds the lock ``name`` among all users of the storage at ``url``, waiting for it.
 
     Args:
-        url: the Optuna storage URL (``postgresql+psycopg2://...`` gets an advisory lock).
+        url: the storage's SQLAlchemy URL (``postgresql+psycopg2://...`` gets an advisory
+            lock).
         name: what is locked, e.g. ``finalize:<study name>``.
-        wait: block until the lock is free; when False, yield False at once if it is held.
-
-    Yields:
-        Whether this process holds the lock inside the block.
     """
     locker = _pg_lock if _is_postgres(url) else _file_lock
-    with locker(url, name, wait) as held:
-        yield held
+    with locker(url, name):
+        yield
 
 
 @contextlib.contextmanager
-def _pg_lock(url: str, name: str, wait: bool) -> Iterator[bool]:
+def _pg_lock(url: str, name: str) -> Iterator[None]:
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
@@ -141,34 +201,24 @@ def _pg_lock(url: str, name: str, wait: bool) -> Iterator[bool]:
     try:
         with engine.connect() as conn:
             key = {"k": _key(name)}
-            if wait:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), key)
-                held = True
-            else:
-                held = bool(conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"),
-                                         key).scalar())
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), key)
             conn.commit()
             try:
-                yield held
+                yield
             finally:
-                if held:
-                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), key)
-                    conn.commit()
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), key)
+                conn.commit()
     finally:
         engine.dispose()
 
 
 @contextlib.contextmanager
-def _file_lock(url: str, name: str, wait: bool) -> Iterator[bool]:
+def _file_lock(url: str, name: str) -> Iterator[None]:
     path = _lock_path(url, name)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            held = True
-        except BlockingIOError:
-            held = False
-        yield held
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
         os.close(fd)  # closing drops the flock
 

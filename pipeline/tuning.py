@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline import interrupts
@@ -27,14 +26,7 @@ from pipeline.config import Distribution, ExperimentConfig, ModelConfig, flatten
 from pipeline.data import Windows, validation_set
 from pipeline.evaluation import held_out_sets, model_predictor, score_sets
 from pipeline.runs import loggable_params, prediction_plot, tracked_fit
-from pipeline.storage import (  # noqa: F401 - the URL helpers are part of this API too
-    STORAGE_SCHEMES,
-    check_storage_reachable,
-    check_storage_url,
-    mask_url,
-    sqlalchemy_url,
-    storage_lock,
-)
+from pipeline.storage import Storage
 from pipeline.tracking import Tracker
 from pipeline.train import DivergedError, build_model, resolve_device
 
@@ -94,56 +86,46 @@ def configure_logs(quiet: bool) -> None:
         handler.addFilter(_NoTraceback())
 
 
-def make_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120,
+def make_storage(url: str | Storage, heartbeat_interval: int = 30, grace_period: int = 120,
                  on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None,
                  ) -> optuna.storages.BaseStorage:
     """Optuna's own storage for ``url``: a journal file for ``journal:///path``, else an
     RDB storage with heartbeats, so a worker that dies holding a RUNNING trial does not stall
     the study: its trial is failed once ``grace_period`` seconds pass without a heartbeat, and
-    ``on_stale`` is called with it.
+    ``on_stale`` is called with it. Given a ``Storage``, it is kept as its ``optuna``.
 
     Workers that start together would race to create the tables of a new database
     (``UniqueViolation`` on PostgreSQL, ``alembic_version`` on SQLite): they take turns.
     """
-    check_storage_url(url)
-    if url.startswith("journal:"):
-        path = url.split(":", 1)[1].removeprefix("//")
-        backend = optuna.storages.journal.JournalFileBackend(path)
-        return optuna.storages.JournalStorage(backend)
-    url = sqlalchemy_url(url)
-    with warnings.catch_warnings(), storage_lock(url, "create-tables"):
+    store = url if isinstance(url, Storage) else Storage(url)
+    if store.journal_path is not None:
+        backend = optuna.storages.journal.JournalFileBackend(store.journal_path)
+        store.optuna = optuna.storages.JournalStorage(backend)
+        return store.optuna
+    with warnings.catch_warnings(), store.lock("create-tables"):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval,
+        storage = optuna.storages.RDBStorage(store.sqlalchemy_url,
+                                             heartbeat_interval=heartbeat_interval,
                                              grace_period=grace_period,
                                              heartbeat_stale_trial_callback=on_stale)
-    if url.startswith("sqlite:"):
-        _sqlite_wal(storage.engine)
+    store.tune_engine(storage.engine)
+    store.optuna = storage
     return storage
 
 
-def _sqlite_wal(engine: sqlalchemy.engine.Engine) -> None:
-    """Every ``trial.report`` is a commit, 16 a trial; in SQLite's default rollback-journal
-    mode each commit waits for several fsyncs. Write-ahead logging with ``synchronous=NORMAL``
-    waits for none (a power cut may lose the last commits, never corrupt the file) and lets
-    workers on one machine read while another writes."""
-
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    sqlalchemy.event.listen(engine, "connect", on_connect)
-    engine.dispose()  # connections opened before the listener reconnect with it
+def _opened(cfg: ExperimentConfig, storage: Storage | None) -> Storage:
+    """``storage``, or the config's, with its Optuna storage opened."""
+    storage = storage or Storage(cfg.study.storage)
+    if storage.optuna is None:
+        make_storage(storage)
+    return storage
 
 
-def open_study(cfg: ExperimentConfig, cell: str,
-               storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
+def open_study(cfg: ExperimentConfig, cell: str, storage: Storage | None = None) -> optuna.Study:
     """Creates the cell's study or loads it to resume; safe when workers race to create it."""
-    storage = storage or make_storage(cfg.study.storage)
     kwargs = dict(
         study_name=f"{cfg.study.name}-{cell}",
-        storage=storage,
+        storage=_opened(cfg, storage).optuna,
         direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=cfg.study.sampler_seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=cfg.study.pruner_startup_trials,
@@ -275,7 +257,7 @@ def mark_lost_runs(tracker: Tracker) -> Callable[[optuna.Study, FrozenTrial], No
     return callback
 
 
-def job_run(tracker: Tracker, cfg: ExperimentConfig, storage: optuna.storages.BaseStorage,
+def job_run(tracker: Tracker, cfg: ExperimentConfig, storage: Storage,
             name: str) -> tuple[str, bool]:
     """The job's MLflow run: under ``mlflow run`` the project's run; else the one that the
     job's studies name, so that every worker of the same studies shares one; else a new one.
@@ -285,7 +267,7 @@ def job_run(tracker: Tracker, cfg: ExperimentConfig, storage: optuna.storages.Ba
         (run id, whether this process must end it).
     """
     studies = [open_study(cfg, cell, storage) for cell in cfg.study.cells]
-    with storage_lock(sqlalchemy_url(cfg.study.storage), f"job-run:{cfg.study.name}"):
+    with storage.lock(f"job-run:{cfg.study.name}"):
         known = [s.user_attrs[JOB_RUN_ATTR] for s in studies if JOB_RUN_ATTR in s.user_attrs]
         if known and not tracker.project_run_id:
             run_id, owned = known[0], True
@@ -299,7 +281,7 @@ def job_run(tracker: Tracker, cfg: ExperimentConfig, storage: optuna.storages.Ba
     return run_id, owned
 
 
-def report_once(cfg: ExperimentConfig, storage: optuna.storages.BaseStorage,
+def report_once(cfg: ExperimentConfig, storage: Storage,
                 write: Callable[[], str]) -> str | None:
     """Calls ``write`` (the job report: baselines, seed retrains, tutorial runs) unless another
     worker, or an earlier run, already wrote it for the studies as they are now. Without this,
@@ -309,7 +291,7 @@ def report_once(cfg: ExperimentConfig, storage: optuna.storages.BaseStorage,
     Returns:
         What ``write`` returned, or None where the report was already written.
     """
-    with storage_lock(sqlalchemy_url(cfg.study.storage), f"report:{cfg.study.name}"):
+    with storage.lock(f"report:{cfg.study.name}"):
         studies = [open_study(cfg, cell, storage) for cell in cfg.study.cells]
         # The total, not the trials held: a worker may still add one over the total.
         mark = f"{','.join(s.study_name for s in studies)} n_trials={cfg.study.n_trials}"
@@ -321,10 +303,11 @@ def report_once(cfg: ExperimentConfig, storage: optuna.storages.BaseStorage,
 
 
 def study_run(tracker: Tracker, study: optuna.Study, cfg: ExperimentConfig, cell: str,
-              job_run_id: str) -> str:
+              job_run_id: str, storage: Storage | None = None) -> str:
     """The study's MLflow run, created once and found again on resume and by every worker
     (its id is a study user attribute; workers take turns to look, so only one creates it)."""
-    with storage_lock(sqlalchemy_url(cfg.study.storage), f"study-run:{study.study_name}"):
+    storage = storage or Storage(cfg.study.storage)
+    with storage.lock(f"study-run:{study.study_name}"):
         run_id = study.user_attrs.get(RUN_ID_ATTR)
         if run_id:
             tracker.resume_run(run_id)
@@ -334,14 +317,13 @@ def study_run(tracker: Tracker, study: optuna.Study, cfg: ExperimentConfig, cell
                                          "cellstudy.level": "study"})
         study_params = {k: v for k, v in flatten(cfg.study).items() if not k.startswith("space.")}
         tracker.log_params(run_id, {**study_params, **search_params(cfg), "cell": cell,
-                                    "storage": mask_url(cfg.study.storage)})
+                                    "storage": storage.masked})
         study.set_user_attr(RUN_ID_ATTR, run_id)
     return run_id
 
 
 def run_study(cfg: ExperimentConfig, cell: str, tracker: Tracker, job_run_id: str,
-              storage: optuna.storages.BaseStorage | None = None,
-              progress: bool = False) -> StudyOutcome:
+              storage: Storage | None = None, progress: bool = False) -> StudyOutcome:
     """Runs the cell's study up to its total, then tests, plots and registers its best.
 
     Args:
@@ -349,11 +331,12 @@ def run_study(cfg: ExperimentConfig, cell: str, tracker: Tracker, job_run_id: st
         cell: the cell to tune.
         tracker: where runs go.
         job_run_id: the run the study run nests under (when it is created).
-        storage: an opened Optuna storage; made from the config when None.
+        storage: the study storage; the config's when None.
         progress: show Optuna's progress bar.
     """
+    storage = _opened(cfg, storage)
     study = open_study(cfg, cell, storage)
-    run_id = study_run(tracker, study, cfg, cell, job_run_id)
+    run_id = study_run(tracker, study, cfg, cell, job_run_id, storage)
     with tracker.ending(run_id):
         val = validation_set(cfg.data)
         # On a GPU the study run records how busy the card was (MLflow system metrics).
@@ -368,7 +351,7 @@ def run_study(cfg: ExperimentConfig, cell: str, tracker: Tracker, job_run_id: st
         interrupts.check()  # not once the wrap-up has begun: it finishes, then the job stops
         # Every worker gets here once the study is complete; they take turns, the first does
         # the work and the others find it done (or redo it, if the first died doing it).
-        with storage_lock(sqlalchemy_url(cfg.study.storage), f"finalize:{study.study_name}"):
+        with storage.lock(f"finalize:{study.study_name}"):
             return finish_study(cfg, cell, study, tracker, run_id)
 
 

@@ -169,14 +169,6 @@ def test_registered_champion_meets_the_contract(tiny_cfg, tracker, tmp_path):
     assert signature.shape == (-1, -1, 1)
 
 
-def test_storage_urls_are_checked_and_masked():
-    with pytest.raises(ValueError, match="unknown storage scheme"):
-        tuning.check_storage_url("redis://localhost/0")
-    tuning.check_storage_url("postgresql+psycopg2://u:p@127.0.0.1/db")
-    masked = tuning.mask_url("postgresql+psycopg2://user:s3cret@host:5432/db")
-    assert "s3cret" not in masked and masked.startswith("postgresql+psycopg2://user:***@host")
-
-
 @pytest.mark.parametrize("n, has_importances",
                          [(3, False), (tuning.MIN_TRIALS_FOR_IMPORTANCE, True)])
 def test_study_figures_are_optunas_own(n, has_importances):
@@ -187,15 +179,6 @@ def test_study_figures_are_optunas_own(n, has_importances):
     assert paths[:3] == ["plots/optimization_history.png", "plots/contour.png",
                          "plots/slice.png"]
     assert ("plots/param_importances.png" in paths) == has_importances
-
-
-def test_sqlite_storage_writes_ahead(tmp_path):
-    import sqlite3
-
-    storage = tuning.make_storage(f"sqlite:///{tmp_path}/o.db")
-    optuna.create_study(storage=storage).optimize(lambda t: t.suggest_float("x", 0, 1), 2)
-    mode = sqlite3.connect(tmp_path / "o.db").execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode == "wal"
 
 
 def test_any_numeric_field_can_be_searched(tiny_cfg, tracker, tmp_path):
