@@ -140,8 +140,6 @@ def seed_spread(runs: Sequence[SeedRun | TutorialRun], key: str) -> Spread | Non
     return _spread([r.scores.get(key, math.nan) for r in runs])
 
 
-
-
 def results_table(cfg: ExperimentConfig, cells: Sequence[CellResult],
                   baselines: dict[str, dict[str, float]]) -> str:
     """One row per cell (champion configuration, seed retrains) and one per baseline."""
@@ -539,7 +537,7 @@ def _tutorial_metrics(r: TutorialRun) -> dict[str, float]:
             "train/seconds": r.seconds}
 
 
-def _champion_predictions(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
+def _champion_predictions(outcomes: Sequence, tracker: Tracker,
                           sets: dict[str, Windows]) -> dict[str, dict[str, np.ndarray]]:
     """Each registered champion (the best trial's checkpoint) and each baseline on ``sets``."""
     from pipeline.train import build_model, predict
@@ -581,7 +579,7 @@ def job_report(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
         log.warning("search space: %s", line)
     text = render(cfg, cells, baselines, tut, warnings, summary_table(outcomes, cfg))
     tracker.log_text(job_run_id, text, "report.md")
-    preds = _champion_predictions(cfg, outcomes, tracker, sets)
+    preds = _champion_predictions(outcomes, tracker, sets)
     tracker.log_figure(job_run_id, comparison_figure(
         sets, preds, f"{cfg.study.name}: champions and baselines on the same held-out windows",
         cfg.tracking.plot_windows), COMPARISON_FIGURE)

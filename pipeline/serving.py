@@ -22,8 +22,8 @@ import json
 import mlflow.models
 import mlflow.pyfunc
 
-# Defined without MLflow so the CLI checks input before importing it; re-exported here.
-from pipeline.inputs import InputError, as_sequences  # noqa: F401
+# Defined without MLflow so the CLI checks input before importing it.
+from pipeline.inputs import as_sequences
 
 WEIGHTS = "weights"
 """Artifact key of the state dict (``torch.save``)."""

@@ -277,7 +277,7 @@ class Tracker:
             state = torch.load(local / "weights.pt", map_location="cpu", weights_only=True)
             return state, json.loads((local / "model_config.json").read_text())
 
-    def log_model(self, run_id: str, dst: Path | None = None) -> str:
+    def log_model(self, run_id: str) -> str:
         """Logs the run's checkpoint as a pyfunc model with a (-1, -1, 1) float32 signature.
 
         Returns:

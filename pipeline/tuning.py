@@ -404,8 +404,8 @@ def finish_study(cfg: ExperimentConfig, cell: str, study: optuna.Study, tracker:
     best = study.best_trial
     best_run = best.user_attrs[RUN_ID_ATTR]
     if study.user_attrs.get(FINALIZED_ATTR) == len(study.trials):
-        return _finalized_outcome(cfg, cell, study, tracker, run_id, best)
-    test = _test_once(cfg, tracker, best, best_run)
+        return _finalized_outcome(cell, study, tracker, run_id, best)
+    test = _test_once(cfg, tracker, best_run)
     summary = {"val/mse_best": best.value, **test}
     # The best trial's values under the names they have everywhere (``train.lr``).
     tracker.log_params(run_id, {}, tags={"best_trial": str(best.number), "best_run_id": best_run,
@@ -420,7 +420,7 @@ def finish_study(cfg: ExperimentConfig, cell: str, study: optuna.Study, tracker:
                         float(best.value), test, version, moved, best_run)
 
 
-def _finalized_outcome(cfg: ExperimentConfig, cell: str, study: optuna.Study,
+def _finalized_outcome(cell: str, study: optuna.Study,
                        tracker: Tracker, run_id: str, best: FrozenTrial) -> StudyOutcome:
     """The outcome of a study another worker (or an earlier run) already finalized, read back
     from the stores instead of testing, plotting and registering again."""
@@ -430,8 +430,7 @@ def _finalized_outcome(cfg: ExperimentConfig, cell: str, study: optuna.Study,
                         False, best.user_attrs[RUN_ID_ATTR])
 
 
-def _test_once(cfg: ExperimentConfig, tracker: Tracker, best: FrozenTrial,
-               best_run: str) -> dict[str, float]:
+def _test_once(cfg: ExperimentConfig, tracker: Tracker, best_run: str) -> dict[str, float]:
     """Scores the best trial on every test set, once: a resumed study whose best did not
     change reads the scores back instead of testing again."""
     logged = tracker.scores(best_run)

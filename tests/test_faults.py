@@ -15,9 +15,7 @@ from conftest import ROOT, copy_store, subprocess_env
 from mlflow import MlflowClient
 
 from pipeline import tuning
-from pipeline.config import ModelConfig, to_dict
 from pipeline.tracking import Tracker
-from pipeline.train import build_model
 
 SMOKE = str(ROOT / "experiments" / "smoke.yaml")
 
@@ -49,27 +47,6 @@ def test_diverging_trials_fail_in_both_stores_and_the_study_goes_on(tiny_cfg, tr
     assert champion.tags["trial"] == "1"
 
 
-def _checkpoint_run(tracker: Tracker, weights_cfg: ModelConfig, claimed_cfg: ModelConfig) -> str:
-    run_id = tracker.start_run("ckpt")
-    tracker.log_checkpoint(run_id, build_model(weights_cfg).state_dict(), to_dict(claimed_cfg))
-    return run_id
-
-
-def test_alias_never_points_at_a_model_that_does_not_load(tracking_store):
-    tracker = Tracker("promote")
-    good = ModelConfig(cell="lstm", hidden_size=4)
-    v1, moved = tracker.promote("m", tracker.log_model(_checkpoint_run(tracker, good, good)),
-                                0.5, "champion", {})
-    assert moved
-    # Weights of one size under a config of another: logs fine, fails to load.
-    broken = _checkpoint_run(tracker, ModelConfig(cell="lstm", hidden_size=6), good)
-    with pytest.raises(Exception, match="size mismatch"):
-        tracker.promote("m", tracker.log_model(broken), 0.1, "champion", {})
-    assert str(tracker.champion("m", "champion").version) == str(v1)
-    versions = [str(v.version) for v in MlflowClient().search_model_versions("name='m'")]
-    assert versions == [str(v1)], "the broken version is not left behind, half-registered"
-
-
 def _statuses(db) -> dict[str, list[str]]:
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT t.value, r.status FROM runs r JOIN tags t ON "
@@ -89,27 +66,6 @@ def _running_trials(db) -> int:
             return conn.execute(query).fetchone()[0]
     except sqlite3.OperationalError:  # tables not made yet
         return 0
-
-
-def test_a_signal_waits_for_a_safe_point_and_a_second_one_does_not():
-    """The first SIGINT/SIGTERM is only recorded (raised inside a library it could be swallowed
-    by a weakref callback, or leave a connection mid-transaction); ``check`` raises it. A second
-    raises wherever it lands."""
-    import os
-
-    from pipeline import interrupts
-
-    with interrupts.deferred():
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.05)  # the handler has run by now, and raised nothing
-        assert interrupts.pending() == signal.SIGTERM
-        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
-            interrupts.check()
-        with pytest.raises(KeyboardInterrupt, match="SIGINT"):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(5)
-    assert interrupts.pending() is None
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
 @pytest.mark.slow
