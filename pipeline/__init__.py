@@ -1,7 +1,8 @@
 """cellstudy: how RNN, LSTM and GRU compare on sin -> cos once each is tuned fairly.
 
 Core (imports neither MLflow nor Optuna): ``config``, ``data``, ``model``, ``train``,
-``plots``, ``metrics``, ``evaluation``, ``inputs``, ``interrupts``, ``storage``.
+``plots``, ``metrics``, ``evaluation``, ``inputs``, ``interrupts``, ``storage``,
+``verdicts`` (the report's numbers and verdicts) and ``render`` (its Markdown).
 
 Edges: ``tracking`` and ``serving`` (the only modules that import MLflow), ``runs`` (the one
 tracked training run), ``report`` (the job's report: trains and logs through ``runs``),

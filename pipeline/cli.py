@@ -168,7 +168,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     tuning.configure_logs(args.quiet)
     _setup_torch(cfg)
-    from pipeline.report import job_report, summary_table
+    from pipeline.render import summary_table
+    from pipeline.report import job_report
     from pipeline.tracking import Tracker
 
     tracker = Tracker(cfg.tracking.experiment)

@@ -15,6 +15,9 @@ After the studies, ``job_report``:
 4. warns when a best trial sits on the edge of its search range;
 5. writes it all as Markdown with the verdicts computed from the numbers.
 
+This module is the orchestration only: the numbers and verdicts are pure functions in
+``pipeline/verdicts.py``, the Markdown is ``pipeline/render.py``'s.
+
 Every model it trains is one tracked run (``pipeline/runs.py``); it imports neither mlflow nor
 optuna itself.
 
@@ -24,10 +27,7 @@ optuna itself.
 from __future__ import annotations
 
 import logging
-import math
-import platform
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,383 +46,24 @@ from pipeline.evaluation import (
     measure_tutorial,
     replay_tutorial,
 )
-from pipeline.metrics import Spread, clearly_less, cliff, paired, summarize
+from pipeline.metrics import cliff
 from pipeline.plots import comparison_figure, tutorial_figure
+from pipeline.render import render, summary_table
 from pipeline.runs import tracked_fit
 from pipeline.tracking import Tracker
+from pipeline.verdicts import CellResult, TutorialResult, edge_warnings, finite_spread
 
 log = logging.getLogger(__name__)
 
+
 REPO = Path(__file__).resolve().parents[1]
 """The repository root: relative config paths are also looked up there."""
-BASELINE_LABELS = {"zero": "baseline: zero", "linear_rule": "baseline: linear rule"}
+
+
 COMPARISON_FIGURE = "report/comparison.png"
+
+
 TUTORIAL_FIGURE = "report/tutorial.png"
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.3g}"
-
-
-def _space_cells(cfg: ExperimentConfig, params: dict[str, Any]) -> list[str]:
-    """A table's cells for the searched values, one column per ``study.space`` path."""
-    return [_fmt(params[p]) if p in params else "-" for p in cfg.study.space]
-
-
-def summary_table(outcomes: Sequence, cfg: ExperimentConfig) -> str:
-    """A Markdown table of each study's best trial, its scores and its registry version."""
-    tests = [t.name for t in cfg.data.tests]
-    head = ["cell", "best trial", *cfg.study.space, "val MSE", "test MSE",
-            *(f"test {t}" for t in tests), "model version"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for o in outcomes:
-        version = "-" if o.model_version is None else (
-            f"{cfg.tracking.registry_name(o.cell)} v{o.model_version}"
-            + (f" @{cfg.tracking.alias}" if o.champion_moved else ""))
-        row = [o.cell, str(o.best_trial), *_space_cells(cfg, o.best_params), _fmt(o.val_mse),
-               _fmt(o.test_mse.get("test/mse")),
-               *(_fmt(o.test_mse.get(f"test/{t}/mse")) for t in tests), version]
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
-
-
-# -- results ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CellResult:
-    """A cell's champion configuration and its seed retrains."""
-
-    cell: str
-    params: dict[str, Any]
-    """The best trial's searched values by dotted path (chosen on validation only)."""
-    val_mse: float
-    """The best trial's validation MSE: the value it was selected by."""
-    seeds: list[SeedRun]
-
-
-@dataclass(frozen=True)
-class TutorialResult:
-    """The tutorial's protocol, every cell over several seeds, and the baselines on it."""
-
-    cfg: ExperimentConfig
-    runs: dict[str, list[TutorialRun]]
-    baselines: dict[str, dict[str, float]]
-    baseline_train_cliffs: dict[str, float]
-
-    @property
-    def stateful_set(self) -> str | None:
-        """The test set of consecutive windows (continuing after training), if any."""
-        return _stateful_name(self.cfg)
-
-
-def _stateful_name(cfg: ExperimentConfig) -> str | None:
-    """The first test set of consecutive windows: where a cliff can be measured."""
-    return next((t.name for t in cfg.data.tests if t.kind == "tutorial" and t.n > 1), None)
-
-
-def _spread(values: Sequence[float]) -> Spread | None:
-    finite = [v for v in values if math.isfinite(v)]
-    return summarize(finite) if finite else None
-
-
-def _pm(s: Spread | None) -> str:
-    """``mean ± half-width`` of a 95% interval, or the mean alone for one value."""
-    if s is None:
-        return "-"
-    if not math.isfinite(s.half_width):
-        return _fmt(s.mean)
-    return f"{s.mean:.3g} ± {s.half_width:.2g}"
-
-
-def seed_spread(runs: Sequence[SeedRun | TutorialRun], key: str) -> Spread | None:
-    """Mean and 95% interval of ``scores[key]`` over seed runs."""
-    return _spread([r.scores.get(key, math.nan) for r in runs])
-
-
-def results_table(cfg: ExperimentConfig, cells: Sequence[CellResult],
-                  baselines: dict[str, dict[str, float]]) -> str:
-    """One row per cell (champion configuration, seed retrains) and one per baseline."""
-    tests = [t.name for t in cfg.data.tests]
-    cliff_set = _stateful_name(cfg)
-    head = ["model", *cfg.study.space, "val MSE", *(f"test {t}" for t in tests), "test mean",
-            f"cliff ({cliff_set})" if cliff_set else "cliff", "train s", "device"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for c in cells:
-        cliff = seed_spread(c.seeds, f"test/{cliff_set}/cliff") if cliff_set else None
-        seconds = _spread([r.seconds for r in c.seeds])
-        row = [c.cell, *_space_cells(cfg, c.params), _fmt(c.val_mse),
-               *(_pm(seed_spread(c.seeds, f"test/{t}/mse")) for t in tests),
-               _pm(seed_spread(c.seeds, "test/mse")), _pm(cliff),
-               _fmt(seconds.mean) if seconds else "-",
-               ", ".join(sorted({r.device for r in c.seeds})) or "-"]
-        lines.append("| " + " | ".join(row) + " |")
-    for name, scores in baselines.items():
-        row = [BASELINE_LABELS[name], *("-" for _ in cfg.study.space), _fmt(scores.get("val/mse")),
-               *(_fmt(scores.get(f"test/{t}/mse")) for t in tests), _fmt(scores.get("test/mse")),
-               _fmt(scores.get(f"test/{cliff_set}/cliff")) if cliff_set else "-", "-", "-"]
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def differences(cfg: ExperimentConfig, cells: Sequence[CellResult],
-                baselines: dict[str, dict[str, float]]) -> list[str]:
-    """Per test set, which cells differ by more than the seed noise, and against baselines."""
-    out = []
-    for t in [*(s.name for s in cfg.data.tests), None]:
-        key = f"test/{t}/mse" if t else "test/mse"
-        spreads = {c.cell: seed_spread(c.seeds, key) for c in cells}
-        spreads = {k: v for k, v in spreads.items() if v is not None}
-        if not spreads:
-            continue
-        ranked = sorted(spreads, key=lambda k: spreads[k].mean)
-        clear, noise = [], []
-        for i, a in enumerate(ranked):
-            for b in ranked[i + 1:]:
-                if clearly_less(spreads[a], spreads[b]):
-                    clear.append(f"{a} < {b}")
-                else:
-                    noise.append(f"{a} ~ {b}")
-        verdict = (f"Clearly different: {', '.join(clear)}" if clear else
-                   "No difference between cells beyond seed noise")
-        if noise and clear:
-            verdict += f"; within seed noise: {', '.join(noise)}"
-        beats = []
-        for name, scores in baselines.items():
-            ref = scores.get(key, math.nan)
-            won = [c for c in ranked if spreads[c].high < ref]
-            beats.append(f"{BASELINE_LABELS[name].split(': ')[1]} beaten by "
-                         f"{', '.join(won) if won else 'none'}")
-        order = " < ".join(f"{c} {spreads[c].mean:.3g}" for c in ranked)
-        out.append(f"- **{t or 'mean of sets'}**: {order}. {verdict}. Baselines: "
-                   f"{'; '.join(beats)}.")
-    return out
-
-
-# -- search space -----------------------------------------------------------------------------
-
-
-def edge_position(value: float, low: float, high: float, log: bool = True) -> float:
-    """Where ``value`` sits in [low, high] (on a log scale when ``log``): 0 at the low end,
-    1 at the high."""
-    if high <= low:
-        return 0.5
-    if log:
-        value, low, high = math.log(value), math.log(low), math.log(high)
-    return (value - low) / (high - low)
-
-
-def edge_warnings(outcomes: Sequence, cfg: ExperimentConfig) -> list[str]:
-    """One line per best-trial value within ``report.edge`` of its ``study.space`` bound (on
-    the range's own scale): the optimum may lie outside the range searched."""
-    out = []
-    for o in outcomes:
-        for path, dist in cfg.study.space.items():
-            value = o.best_params.get(path)
-            if value is None or dist.low == dist.high:
-                continue
-            pos = edge_position(float(value), dist.low, dist.high, dist.log)
-            side = "low" if pos <= cfg.report.edge else "high" if pos >= 1 - cfg.report.edge \
-                else None
-            if side:
-                scale = "log scale" if dist.log else "linear scale"
-                out.append(f"{o.cell}: best {path} = {value:.3g} sits at the {side} edge of the "
-                           f"search range [{dist.low:.3g}, {dist.high:.3g}] ({scale}); "
-                           f"widen study.space.{path} and tune again")
-    return out
-
-
-# -- the tutorial's claims --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One of the blog's claims, the verdict computed from the runs, and the evidence."""
-
-    claim: str
-    verdict: str
-    """``holds``, ``does not hold``, ``partly holds``, ``not shown`` or ``not contradicted``
-    (the evidence is within seed noise)."""
-    evidence: str
-
-
-def _attr(runs: Sequence[TutorialRun], name: str) -> list[float]:
-    return [getattr(r, name) for r in runs]
-
-
-def _boundary_vs_inside(runs: Sequence[TutorialRun], where: str,
-                        stateful: str | None) -> tuple[Spread, Spread, Spread] | None:
-    """(cliff, step error inside windows, paired cliff - step error) for ``where`` = train or
-    after (the continuation windows)."""
-    if where == "train":
-        cliff, inside = _attr(runs, "train_cliff"), _attr(runs, "train_interior")
-    elif stateful:
-        cliff = [r.scores[f"test/{stateful}/cliff"] for r in runs]
-        inside = [r.scores[f"test/{stateful}/step_error"] for r in runs]
-    else:
-        return None
-    return summarize(cliff), summarize(inside), paired(inside, cliff)
-
-
-def _where(where: str, tut: TutorialResult) -> str:
-    steps = tut.cfg.train.steps
-    if where == "train":
-        return f"during training (windows 0-{steps - 1})"
-    spec = next(t for t in tut.cfg.data.tests if t.name == tut.stateful_set)
-    return f"after training (windows {spec.start}-{spec.start + spec.n - 1})"
-
-
-def _cliff_claims(tut: TutorialResult) -> list[Claim]:
-    out = []
-    rnn, lstm = tut.runs.get("rnn"), tut.runs.get("lstm")
-    for where in ("train", "after"):
-        if where == "after" and not tut.stateful_set:
-            continue
-        label = _where(where, tut)
-        if rnn:
-            cliff, inside, diff = _boundary_vs_inside(rnn, where, tut.stateful_set)
-            verdict = ("holds" if diff.low > 0 else "does not hold" if diff.high < 0
-                       else "not shown")
-            out.append(Claim(
-                f"The RNN's predictions show cliffs at window boundaries, {label}.", verdict,
-                f"RNN jump at boundaries {_pm(cliff)} vs. its step error inside windows "
-                f"{_pm(inside)} (difference {_pm(diff)}, paired over {diff.n} seeds)."))
-        if lstm:
-            cliff, inside, diff = _boundary_vs_inside(lstm, where, tut.stateful_set)
-            # Absence cannot be shown, only a boundary effect failing to appear.
-            verdict = ("does not hold" if diff.low > 0 else "holds" if diff.high < 0
-                       else "not contradicted")
-            text = (f"LSTM jump at boundaries {_pm(cliff)} vs. its step error inside windows "
-                    f"{_pm(inside)} (difference {_pm(diff)}).")
-            if rnn:
-                rnn_cliff = _boundary_vs_inside(rnn, where, tut.stateful_set)[0]
-                smaller = clearly_less(cliff, rnn_cliff)
-                how = "smaller than" if smaller else "not clearly smaller than"
-                text += f" Its jumps are {how} the RNN's ({_pm(rnn_cliff)}) beyond seed noise."
-            out.append(Claim(f"The LSTM's predictions show no such cliffs, {label}.", verdict,
-                             text))
-    return out
-
-
-def _stability(runs: Sequence[TutorialRun]) -> tuple[Spread, Spread, Spread, Spread]:
-    """(MSE first third, MSE last third, paired change of MSE, paired change of cliff)."""
-    return (summarize(_attr(runs, "early_mse")), summarize(_attr(runs, "late_mse")),
-            paired(_attr(runs, "early_mse"), _attr(runs, "late_mse")),
-            paired(_attr(runs, "early_cliff"), _attr(runs, "late_cliff")))
-
-
-def _stable_claim(tut: TutorialResult) -> Claim | None:
-    lstm = tut.runs.get("lstm")
-    if not lstm:
-        return None
-    early, late, d_mse, d_cliff = _stability(lstm)
-    mse_down, cliff_down = d_mse.high < 0, d_cliff.high < 0
-    verdict = ("holds" if mse_down and cliff_down else "partly holds" if mse_down or cliff_down
-               else "not shown")
-    others = [c for c, runs in tut.runs.items()
-              if c != "lstm" and _stability(runs)[2].high < 0]
-    text = (f"LSTM train-time MSE {_pm(early)} in the first third of training, {_pm(late)} in "
-            f"the last (change {_pm(d_mse)}); its cliff changes by {_pm(d_cliff)}. "
-            + (f"The same MSE drop holds for {', '.join(others)}: it is not specific to the "
-               "LSTM." if others else "No other cell's MSE drops as clearly."))
-    return Claim("The LSTM's predictions become stable as training goes on.", verdict, text)
-
-
-def tutorial_claims(tut: TutorialResult) -> list[Claim]:
-    """The blog's claims with verdicts computed from the seeds' numbers."""
-    claims = _cliff_claims(tut)
-    stable = _stable_claim(tut)
-    return claims + ([stable] if stable else [])
-
-
-def tutorial_table(tut: TutorialResult) -> str:
-    """The tutorial's protocol per cell: cliffs during and after training, MSE on every set."""
-    tests = [t.name for t in tut.cfg.data.tests]
-    after = tut.stateful_set
-    head = ["model", "cliff in training", "step error in training",
-            "cliff, first → last third", "MSE, first → last third",
-            *([f"cliff after ({after})"] if after else []), *(f"test {t}" for t in tests),
-            "train s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for cell, runs in tut.runs.items():
-        row = [cell, _pm(summarize(_attr(runs, "train_cliff"))),
-               _pm(summarize(_attr(runs, "train_interior"))),
-               f"{_pm(summarize(_attr(runs, 'early_cliff')))} → "
-               f"{_pm(summarize(_attr(runs, 'late_cliff')))}",
-               f"{_pm(summarize(_attr(runs, 'early_mse')))} → "
-               f"{_pm(summarize(_attr(runs, 'late_mse')))}",
-               *([_pm(seed_spread(runs, f"test/{after}/cliff"))] if after else []),
-               *(_pm(seed_spread(runs, f"test/{t}/mse")) for t in tests),
-               _fmt(float(np.mean(_attr(runs, "seconds"))))]
-        lines.append("| " + " | ".join(row) + " |")
-    for name, scores in tut.baselines.items():
-        row = [BASELINE_LABELS[name], _fmt(tut.baseline_train_cliffs.get(name)), "-", "-", "-",
-               *([_fmt(scores.get(f"test/{after}/cliff"))] if after else []),
-               *(_fmt(scores.get(f"test/{t}/mse")) for t in tests), "-"]
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
-
-
-# -- the document -----------------------------------------------------------------------------
-
-
-def machine() -> str:
-    """One line naming the machine, for results that will be compared later."""
-    import os
-
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    gpu = (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU")
-    return (f"{platform.system()} {platform.machine()} ({cpu}), {os.cpu_count()} CPU cores"
-            f"{gpu}; Python {platform.python_version()}, torch {torch.__version__}")
-
-
-def render(cfg: ExperimentConfig, cells: Sequence[CellResult],
-           baselines: dict[str, dict[str, float]], tut: TutorialResult | None,
-           warnings: Sequence[str], studies: str) -> str:
-    """The whole report as Markdown."""
-    n_seeds = cfg.report.seeds
-    parts = [
-        f"# Report: {cfg.study.name}\n",
-        f"Machine: {machine()}.\n",
-        f"Each cell's champion configuration (best {', '.join(cfg.study.space)}, chosen on "
-        f"validation only, {cfg.study.n_trials} trials per study) retrained with {n_seeds} "
-        f"weight seeds (train.seed + 1 ... + {n_seeds}), each tested once. Test MSE: mean ± "
-        "half-width of the 95% Student-t interval over those seeds. val MSE: the best trial's. "
-        "The cliff is the mean absolute jump of the prediction between the last point of one "
-        "window and the first of the next on consecutive windows (true jump 0). Baselines are "
-        "deterministic.\n",
-        results_table(cfg, cells, baselines),
-        "## Differences between cells\n",
-        "Called only when the 95% interval of the difference of means (Welch) excludes 0.\n",
-        "\n".join(differences(cfg, cells, baselines)) + "\n",
-        "## Search space\n",
-        ("\n".join(f"- WARNING: {w}" for w in warnings) if warnings else
-         f"No best trial within {cfg.report.edge:.0%} of a search bound.") + "\n",
-    ]
-    if tut is not None:
-        parts += [
-            "## The tutorial's claims\n",
-            f"Protocol: `{cfg.report.tutorial_config}` (hidden {tut.cfg.model.hidden_size}, "
-            f"lr {tut.cfg.train.lr:g}, {tut.cfg.train.steps} windows of "
-            f"{tut.cfg.data.seq_len} points, batch 1, state carried), "
-            f"{len(next(iter(tut.runs.values())))} seeds per cell. *In training*: the "
-            "prediction the model made for each training window as it came, before the "
-            "optimizer step on it (what the blog's red/blue figure shows). *After*: the final "
-            "weights run over the continuation windows from a fresh state. Step error: the "
-            "same jump measure between neighbouring points inside windows, where a cliff is a "
-            "boundary effect only if it is larger.\n",
-            tutorial_table(tut),
-            "| claim | verdict | evidence |\n|---|---|---|\n" + "".join(
-                f"| {c.claim} | **{c.verdict}** | {c.evidence} |\n"
-                for c in tutorial_claims(tut)),
-        ]
-    parts += ["## Studies\n", studies]
-    return "\n".join(parts)
-
-
-# -- the orchestrator -------------------------------------------------------------------------
 
 
 def resolve_path(path: str) -> Path:
@@ -439,7 +80,7 @@ def _log_seeds(tracker: Tracker, run_id: str, runs: Sequence[Any], extra: Callab
         tracker.log_metrics(run_id, row, step=r.seed)
     summary = {}
     for key in rows[0]:
-        s = _spread([row[key] for row in rows])
+        s = finite_spread([row[key] for row in rows])
         if s is not None:
             summary[f"{key}_mean"] = s.mean
             summary[f"{key}_ci95"] = s.half_width
