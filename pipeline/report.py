@@ -208,11 +208,7 @@ def job_report(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
         The report as Markdown (the console prints it).
     """
     sets = held_out_sets(cfg)
-    baselines = baseline_scores(cfg, sets)
-    for name, scores in baselines.items():
-        with tracker.run(f"baseline-{name.replace('_', '-')}", job_run_id,
-                         {"cellstudy.level": "baseline", "baseline": name}) as run_id:
-            tracker.log_metrics(run_id, scores)
+    baselines = _baselines(cfg, tracker, job_run_id, sets)
     cells = _cell_results(cfg, outcomes, tracker, sets)
     tut = _tutorial(cfg, tracker, job_run_id)
     warnings = edge_warnings(outcomes, cfg)
@@ -220,16 +216,34 @@ def job_report(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
         log.warning("search space: %s", line)
     text = render(cfg, cells, baselines, tut, warnings, summary_table(outcomes, cfg))
     tracker.log_text(job_run_id, text, "report.md")
+    _log_figures(cfg, outcomes, tut, tracker, job_run_id, sets)
+    return text
+
+
+def _baselines(cfg: ExperimentConfig, tracker: Tracker, job_run_id: str,
+               sets: dict[str, Windows]) -> dict[str, dict[str, float]]:
+    """The baselines' scores, each logged as a run under the job run."""
+    baselines = baseline_scores(cfg, sets)
+    for name, scores in baselines.items():
+        with tracker.run(f"baseline-{name.replace('_', '-')}", job_run_id,
+                         {"cellstudy.level": "baseline", "baseline": name}) as run_id:
+            tracker.log_metrics(run_id, scores)
+    return baselines
+
+
+def _log_figures(cfg: ExperimentConfig, outcomes: Sequence, tut: TutorialResult | None,
+                 tracker: Tracker, job_run_id: str, sets: dict[str, Windows]) -> None:
+    """The champions beside the baselines, and the tutorial's red/blue figure, on the job run."""
     preds = _champion_predictions(outcomes, tracker, sets)
     tracker.log_figure(job_run_id, comparison_figure(
         sets, preds, f"{cfg.study.name}: champions and baselines on the same held-out windows",
         cfg.tracking.plot_windows), COMPARISON_FIGURE)
-    if tut is not None:
-        ws = tutorial_windows(0, tut.cfg.train.steps)
-        notes = {c: f"train-time cliff {r[0].train_cliff:.3g} (seed {r[0].seed})"
-                 for c, r in tut.runs.items()}
-        tracker.log_figure(job_run_id, tutorial_figure(
-            ws, {c: r[0].train_pred for c, r in tut.runs.items()}, notes,
-            "The tutorial's protocol: target (red) and the prediction made during training "
-            "(blue)"), TUTORIAL_FIGURE)
-    return text
+    if tut is None:
+        return
+    ws = tutorial_windows(0, tut.cfg.train.steps)
+    notes = {c: f"train-time cliff {r[0].train_cliff:.3g} (seed {r[0].seed})"
+             for c, r in tut.runs.items()}
+    tracker.log_figure(job_run_id, tutorial_figure(
+        ws, {c: r[0].train_pred for c, r in tut.runs.items()}, notes,
+        "The tutorial's protocol: target (red) and the prediction made during training "
+        "(blue)"), TUTORIAL_FIGURE)
