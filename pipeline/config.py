@@ -199,6 +199,9 @@ class Distribution:
         if self.type == "int":
             _check(float(self.low).is_integer() and float(self.high).is_integer(),
                    f"int bounds must be whole numbers, got [{self.low}, {self.high}]")
+            # Logged and shown as 8, not 8.0, however the file wrote them.
+            object.__setattr__(self, "low", int(self.low))
+            object.__setattr__(self, "high", int(self.high))
 
 
 DEFAULT_SPACE = {

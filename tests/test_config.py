@@ -119,6 +119,7 @@ def test_space_ranges_take_dotted_overrides():
                       {"study.space.train.lr.high": "0.2", "study.space.model.hidden_size.low": 2})
     assert cfg.study.space["train.lr"].high == pytest.approx(0.2)
     assert cfg.study.space["model.hidden_size"].low == 2
+    assert isinstance(cfg.study.space["model.hidden_size"].high, int)  # an int field's range
     fixed = cfg.replace({"study.space.train.lr": None, "train.lr": 0.05})
     assert list(fixed.study.space) == ["model.hidden_size"] and fixed.train.lr == 0.05
 
