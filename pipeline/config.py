@@ -22,6 +22,16 @@ PROTOCOLS = ("default", "tutorial")
 DEVICES = ("auto", "cpu", "cuda")
 GRAPH_MODES = ("auto", "on", "off")
 EVAL_KINDS = ("random", "tutorial")
+TUTORIAL_POINTS = 10
+"""Points per window of the tutorial's protocol (each spans [s*pi, (s+1)*pi])."""
+MAX_HIDDEN = 4096
+"""Largest hidden size accepted (model.hidden_size, the top of study.hidden_size): an LSTM this
+wide already holds 134M weights (0.5 GB, three times that with Adam's state); wider is a typo
+(``1e9``), refused up front rather than found by the first trial that cannot allocate it."""
+MAX_LAYERS = 16
+"""Most stacked recurrent layers accepted."""
+MAX_SEED = 2**32 - 1
+"""NumPy's seeds are unsigned 32-bit integers."""
 
 
 class ConfigError(ValueError):
@@ -35,9 +45,23 @@ def _check(ok: bool, message: str) -> None:
 
 def _check_range(name: str, bounds: tuple[float, float], *, positive: bool = True) -> None:
     low, high = bounds
+    _check(math.isfinite(low) and math.isfinite(high),
+           f"{name} must be finite, got [{low}, {high}]")
     if positive:
         _check(low > 0 and high > 0, f"{name} must be positive, got [{low}, {high}]")
     _check(low <= high, f"{name} is reversed: low {low} > high {high}")
+
+
+def _check_seed(name: str, seed: int) -> None:
+    _check(0 <= seed <= MAX_SEED, f"{name} must be in [0, 2**32 - 1], got {seed}")
+
+
+def _check_name(name: str, value: str) -> None:
+    """A name that becomes part of run, study or model names: not empty, no surrounding blanks
+    or control characters (MLflow and Optuna accept them, then show them as nothing)."""
+    _check(bool(value.strip()), f"{name} is empty")
+    _check(value == value.strip() and value.isprintable(),
+           f"{name} has blanks around it or control characters: {value!r}")
 
 
 @dataclass(frozen=True)
@@ -66,6 +90,7 @@ class EvalSetConfig:
                f"(valid: {', '.join(EVAL_KINDS)})")
         _check(self.n > 0, f"eval set {self.name}: n must be positive, got {self.n}")
         _check(self.seq_len >= 0, f"eval set {self.name}: seq_len must be >= 0")
+        _check(self.start >= 0, f"eval set {self.name}: start must be >= 0, got {self.start}")
         for name in ("spacing", "frequency"):
             bounds = getattr(self, name)
             if bounds != (0.0, 0.0):
@@ -110,8 +135,23 @@ class DataConfig:
         _check_range("data.frequency", self.frequency)
         _check(0 <= self.warmup < self.seq_len,
                f"data.warmup must be in [0, seq_len), got {self.warmup}")
+        _check(len(self.tests) > 0, "data.tests is empty: the studies' best models are scored "
+               "on the test sets, so at least one is needed")
         names = [t.name for t in self.tests]
         _check(len(set(names)) == len(names), f"data.tests names repeat: {names}")
+        _check_seed("data.seed", self.seed)
+        for where, spec in [("data.val", self.val), *(("data.tests", t) for t in self.tests)]:
+            # A set whose points all fall in the warm-up scores nothing: NaN metrics, exit 0.
+            points = self.scored_points(spec)
+            _check(points > self.warmup, f"{where}: set {spec.name!r} has {points} points per "
+                   f"window, not more than data.warmup = {self.warmup}: nothing would be scored")
+
+    def scored_points(self, spec: EvalSetConfig) -> int:
+        """Points of the longest stretch a set's warm-up applies to: one window of a stateless
+        set, all of a tutorial set's consecutive windows (its state is carried)."""
+        if spec.kind == "tutorial":
+            return spec.n * TUTORIAL_POINTS
+        return spec.seq_len or self.seq_len
 
 
 @dataclass(frozen=True)
@@ -129,6 +169,10 @@ class ModelConfig:
         _check(self.cell in CELLS, f"unknown cell {self.cell!r} (valid: {', '.join(CELLS)})")
         _check(self.hidden_size > 0, f"model.hidden_size must be positive, got {self.hidden_size}")
         _check(self.num_layers > 0, f"model.num_layers must be positive, got {self.num_layers}")
+        _check(self.hidden_size <= MAX_HIDDEN,
+               f"model.hidden_size must be at most {MAX_HIDDEN}, got {self.hidden_size}")
+        _check(self.num_layers <= MAX_LAYERS,
+               f"model.num_layers must be at most {MAX_LAYERS}, got {self.num_layers}")
 
 
 @dataclass(frozen=True)
@@ -163,6 +207,7 @@ class TrainConfig:
         _check(self.batch_size > 0, f"train.batch_size must be positive, got {self.batch_size}")
         _check(self.eval_every > 0, f"train.eval_every must be positive, got {self.eval_every}")
         _check(self.grad_clip >= 0, f"train.grad_clip must be >= 0, got {self.grad_clip}")
+        _check_seed("train.seed", self.seed)
         _check(self.device in DEVICES,
                f"unknown train.device {self.device!r} (valid: {', '.join(DEVICES)})")
         _check(self.threads > 0, f"train.threads must be positive, got {self.threads}")
@@ -205,10 +250,17 @@ class StudyConfig:
             _check(cell in CELLS, f"unknown cell {cell!r} (valid: {', '.join(CELLS)})")
         _check(len(set(self.cells)) == len(self.cells), f"study.cells repeat: {self.cells}")
         _check(self.n_trials > 0, f"n_trials must be positive, got {self.n_trials}")
-        _check(bool(self.name), "study.name is empty")
-        _check(bool(self.storage), "study.storage is empty")
+        _check_name("study.name", self.name)
+        _check(bool(self.storage.strip()), "study.storage is empty")
         _check_range("study.hidden_size", self.hidden_size)
+        _check(self.hidden_size[1] <= MAX_HIDDEN, f"study.hidden_size must stay within "
+               f"[1, {MAX_HIDDEN}], got {list(self.hidden_size)}")
         _check_range("study.lr", self.lr)
+        _check_seed("study.sampler_seed", self.sampler_seed)
+        _check(self.pruner_startup_trials >= 0, "study.pruner_startup_trials must be >= 0, "
+               f"got {self.pruner_startup_trials}")
+        _check(self.pruner_warmup_steps >= 0, "study.pruner_warmup_steps must be >= 0, "
+               f"got {self.pruner_warmup_steps}")
         _check(self.heartbeat_interval > 0, "study.heartbeat_interval must be positive")
         _check(self.grace_period > self.heartbeat_interval,
                "study.grace_period must exceed study.heartbeat_interval")
@@ -228,8 +280,9 @@ class TrackingConfig:
     """Held-out windows drawn in each prediction plot."""
 
     def __post_init__(self) -> None:
-        _check(bool(self.registry_prefix), "tracking.registry_prefix is empty")
-        _check(bool(self.alias), "tracking.alias is empty")
+        _check_name("tracking.experiment", self.experiment)
+        _check_name("tracking.registry_prefix", self.registry_prefix)
+        _check_name("tracking.alias", self.alias)
         _check(self.plot_windows > 0, "tracking.plot_windows must be positive")
 
 
@@ -317,7 +370,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_key_loader()) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except OSError as err:  # unreadable: permissions, a folder's race
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    except _DuplicateKey as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -331,6 +390,29 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
         raise ConfigError(f"{path}: {err}") from None
 
 
+def _unique_key_loader() -> type:
+    """PyYAML's safe loader, except that a key given twice in one mapping (at any depth) is an
+    error: the plain loader keeps the last and silently drops the first."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            seen: set[str] = set()
+            for key_node, _ in node.value:
+                key = repr(self.construct_object(key_node, deep=True))
+                if key in seen:
+                    raise _DuplicateKey(f"key {key} given twice "
+                                        f"(line {key_node.start_mark.line + 1})")
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
+
+
+class _DuplicateKey(ConfigError):
+    pass
+
+
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     node: Any = tree
@@ -340,6 +422,9 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
         node = node[part]
     if not isinstance(node, dict) or parts[-1] not in node:
         raise ConfigError(f"unknown key {key!r}")
+    if isinstance(node[parts[-1]], dict) and not isinstance(value, dict):
+        fields = ", ".join(f"{key}.{name}" for name in node[parts[-1]])
+        raise ConfigError(f"{key} is a section, not a field: set one of {fields}")
     node[parts[-1]] = value
 
 
@@ -389,6 +474,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             number = float(value) if tp is float else _to_int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key} must be {tp.__name__}, got {value!r}") from None
+        # NaN passes every `x > 0` check by failing it silently, inf every upper bound: no
+        # field of ours means anything non-finite, so it is refused here, for all of them.
+        if isinstance(number, float) and not math.isfinite(number):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
         return number
     if tp is str:
         if not isinstance(value, str | int | float) or isinstance(value, bool):

@@ -19,10 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.config import DataConfig, EvalSetConfig
-
-TUTORIAL_POINTS = 10
-"""Points per tutorial window: ``np.linspace(s*pi, (s+1)*pi, 10)``."""
+from pipeline.config import TUTORIAL_POINTS, DataConfig, EvalSetConfig
 
 
 @dataclass(frozen=True)

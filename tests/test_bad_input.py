@@ -57,7 +57,7 @@ TABLE = [
      ["tune", "--storage", f"postgresql://cellstudy:{SECRET}@127.0.0.1:{{port}}/optuna"],
      "cannot reach the Optuna storage postgresql+psycopg2://cellstudy:***@127.0.0.1"),
     ("storage-folder-missing", {}, ["tune", "--storage", "sqlite:///{tmp}/no/such/optuna.db"],
-     "does not exist or is not writable"),
+     "study.storage: folder"),
     ("unknown-data-set", {}, ["evaluate", "--model-uri", "models:/x@champion", "--data", "nope"],
      "unknown data set 'nope'"),
     ("wrong-model-uri", {}, ["evaluate", "--model-uri", "models:/sin2cos-nope@champion"],
