@@ -11,11 +11,13 @@ callback may stop training by raising (a pruner raises ``optuna.TrialPruned``).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -320,3 +322,33 @@ def fit(cfg: ExperimentConfig, callbacks: Iterable[Callback] = (),
         history=history,
         cuda_graph=runner.graphed,
     )
+
+
+class OutOfMemory(RuntimeError):
+    """A run could not allocate its tensors (CPU or CUDA): its configuration is too large for
+    this machine. A study fails that trial, with this reason, and goes on."""
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation failure: ``torch.OutOfMemoryError`` (CUDA),
+    ``MemoryError`` (NumPy, Python), or the ``RuntimeError`` torch's CPU allocator raises."""
+    if isinstance(err, torch.OutOfMemoryError | MemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
+
+
+@contextlib.contextmanager
+def out_of_memory_as_failure() -> Iterator[None]:
+    """Turns an allocation failure inside the block into ``OutOfMemory`` (one line, the
+    tensors freed, the CUDA cache emptied), so the caller can fail one trial and go on."""
+    try:
+        yield
+    except Exception as err:
+        if not is_out_of_memory(err):
+            raise
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        del err  # its traceback holds the frames, and they the tensors
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise OutOfMemory(f"out of memory: {reason[:300]}") from None

@@ -36,7 +36,16 @@ from pipeline.storage import (  # noqa: F401 - the URL helpers are part of this 
     storage_lock,
 )
 from pipeline.tracking import Tracker
-from pipeline.train import DivergedError, build_model, fit, predict, resolve_device, score
+from pipeline.train import (
+    DivergedError,
+    OutOfMemory,
+    build_model,
+    fit,
+    out_of_memory_as_failure,
+    predict,
+    resolve_device,
+    score,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +61,8 @@ FINALIZED_ATTR = "finalized_at_trials"
 MIN_TRIALS_FOR_IMPORTANCE = 8
 """Completed trials a study needs before its parameter-importance plot is drawn."""
 FAIL_ATTR = "fail_reason"
-"""Set on trials that failed on their own (divergence): they count toward the total, while
-interrupted or stale trials do not and are run again on resume."""
+"""Set on trials that failed on their own (divergence, out of memory): they count toward the
+total, while interrupted or stale trials do not and are run again on resume."""
 
 
 @dataclass(frozen=True)
@@ -195,8 +204,10 @@ class Objective:
             try:
                 # interrupts.callback last: a signal stops training after the pruner's report.
                 pruning = _pruning(trial, cfg.study.pruner_warmup_steps)
-                result = fit(cfg, callbacks=[buffer, pruning, interrupts.callback], val=self.val)
-            except DivergedError as err:
+                with out_of_memory_as_failure():
+                    result = fit(cfg, callbacks=[buffer, pruning, interrupts.callback],
+                                 val=self.val)
+            except (DivergedError, OutOfMemory) as err:
                 trial.set_user_attr(FAIL_ATTR, str(err))
                 raise
             finally:
@@ -369,7 +380,7 @@ def _run_to_total(study: optuna.Study, objective: Objective, total: int, poll: f
         if remaining > 0:
             study.optimize(objective, n_trials=remaining,
                            callbacks=[_stop_at(total), interrupts.stop_study],
-                           catch=(DivergedError,), show_progress_bar=progress)
+                           catch=(DivergedError, OutOfMemory), show_progress_bar=progress)
             continue
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not running or not _has_heartbeats(study):
