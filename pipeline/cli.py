@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline import interrupts
+from pipeline import interrupts, secrets
 from pipeline.config import ConfigError, ExperimentConfig, load_config
 
 log = logging.getLogger("pipeline")
@@ -124,15 +124,49 @@ def _yaml_value(text: str) -> Any:
 
 def load(args: argparse.Namespace, flags: dict[str, str]) -> ExperimentConfig:
     """The config file with --set and the command's own flags applied on top."""
-    return load_config(args.config, _overrides(args, flags))
+    cfg = load_config(args.config, _overrides(args, flags))
+    secrets.hide(cfg.study.storage)  # a config file may hold a password too
+    return cfg
 
 
 def _setup_torch(cfg: ExperimentConfig) -> None:
     import torch
 
     torch.set_num_threads(cfg.train.threads)
-    if cfg.train.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device 'cuda' asked for, but torch sees no CUDA device")
+
+
+def _preflight(cfg: ExperimentConfig | None, command: str, *, storage: str | None = None,
+               registry: bool = False) -> None:
+    """Every check that needs no store, then the stores' reachability: all before the first
+    write (pipeline/preflight.py says what is checked). A local tracking store that cannot be
+    written, and the registry's naming rules, are found here too.
+
+    Args:
+        cfg: the resolved config (None for ``evaluate --input``, which reads none).
+        command: tune, train or evaluate.
+        storage: the Optuna storage URL to reach (tune).
+        registry: whether models will be registered under the config's names.
+    """
+    from pipeline import preflight
+
+    try:
+        if cfg is not None:
+            preflight.check_config(cfg, command)
+        preflight.check_tracking_target()
+        if registry and cfg is not None:
+            from pipeline.tracking import check_registry_names
+
+            check_registry_names([f"{cfg.tracking.registry_prefix}-{cell}"
+                                  for cell in cfg.study.cells], cfg.tracking.alias)
+        if storage:
+            from pipeline.storage import check_storage_reachable
+
+            check_storage_reachable(storage)
+        from pipeline.tracking import check_tracking_reachable
+
+        check_tracking_reachable()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -142,16 +176,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
     cfg = load(args, {"cells": "study.cells", "n_trials": "study.n_trials",
                       "storage": "study.storage", "study_name": "study.name",
                       "device": "train.device"})
-    from pipeline.storage import check_storage_reachable, check_storage_url
+    from pipeline.storage import check_storage_url
 
-    try:  # the storage first: it needs no heavy import, so a bad URL is refused at once
+    try:  # the storage's scheme first: it needs no heavy import, so it is refused at once
         check_storage_url(cfg.study.storage)
-        check_storage_reachable(cfg.study.storage)
-        from pipeline.tracking import check_tracking_reachable
-
-        check_tracking_reachable()
     except ValueError as err:
         raise UsageError(str(err)) from None
+    _preflight(cfg, "tune", storage=cfg.study.storage, registry=True)
     from pipeline import tuning
 
     _optuna_logs(args.quiet)
@@ -206,6 +237,7 @@ def _optuna_logs(quiet: bool) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = load(args, {"cell": "model.cell", "hidden_size": "model.hidden_size",
                       "lr": "train.lr", "device": "train.device"})
+    _preflight(cfg.replace({"study.cells": [cfg.model.cell]}), "train", registry=args.register)
     _setup_torch(cfg)
     from pipeline.config import flatten, to_dict
     from pipeline.data import make_eval_set
@@ -256,6 +288,16 @@ def _progress_line(quiet: bool):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pipeline import preflight
+
+    try:
+        preflight.check_model_uri(args.model_uri)
+        if args.output:
+            preflight.check_writable_file("--output", args.output)
+        if args.plot:
+            preflight.check_plot_path("--plot", args.plot)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     if args.input:
         return _predict_file(args.model_uri, args.input, args.output)
     cfg = load(args, {})
@@ -263,6 +305,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     chosen = names if args.data == "all" else [args.data]
     if chosen[0] not in names:
         raise UsageError(f"unknown data set {args.data!r} (valid: all, {', '.join(names)})")
+    _preflight(cfg, "evaluate")
     from pipeline.evaluation import evaluate_uri
 
     rows, fig = evaluate_uri(args.model_uri, cfg, chosen, plot=args.plot is not None)
@@ -308,6 +351,24 @@ COMMANDS = {"tune": cmd_tune, "train": cmd_train, "evaluate": cmd_evaluate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before anything can print: every URL password known, stdout and stderr masking them.
+    secrets.hide_environment()
+    for arg in argv if argv is not None else sys.argv[1:]:
+        secrets.hide(arg, arg.partition("=")[2])  # --storage=URL, --set study.storage=URL
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = secrets.MaskedStream(sys.stdout), secrets.MaskedStream(sys.stderr)
+    try:
+        return _main(argv)
+    except Exception:  # a bug: its traceback is shown, but through the masking stream
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     # MLflow sets its own loggers to INFO when imported, which the loop below cannot undo.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")

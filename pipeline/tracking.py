@@ -315,6 +315,28 @@ class Tracker:
             return None
 
 
+def check_registry_names(names: list[str], alias: str) -> None:
+    """Registered model names and the alias, judged by MLflow's own validators (``latest`` and
+    ``v<N>`` aliases are reserved, names may not hold ``/`` or ``:``), before training: the
+    registry would refuse them only when the study's best model is offered.
+
+    Raises:
+        ValueError: one line naming the config field and the value.
+    """
+    from mlflow.utils import validation
+
+    checks = [("tracking.registry_prefix", name, validation._validate_model_name)
+              for name in names]
+    checks += [("tracking.alias", alias, validation._validate_model_alias_name),
+               ("tracking.alias", alias, validation._validate_model_alias_name_reserved)]
+    for field, value, check in checks:
+        try:
+            check(value)
+        except MlflowException as err:
+            raise ValueError(f"{field}: MLflow's registry refuses {value!r}: "
+                             f"{err.message.splitlines()[0]}") from None
+
+
 def check_tracking_reachable(timeout: int = 5) -> None:
     """Asks the tracking store for one experiment, without retries, so an unreachable server
     or database is reported at once instead of after minutes of retries, before any run exists.
@@ -325,6 +347,11 @@ def check_tracking_reachable(timeout: int = 5) -> None:
     from urllib.parse import urlsplit
 
     uri = mlflow.get_tracking_uri()
+    if uri.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "mysql", "mssql"):
+        # MLflow's SQL store retries its first connection for minutes: one attempt, bounded.
+        from pipeline.storage import check_storage_reachable
+
+        check_storage_reachable(uri, timeout, what="the MLflow tracking store")
     quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}
     saved = {k: os.environ.get(k) for k in quick}
     os.environ.update(quick)
