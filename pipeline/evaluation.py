@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline import interrupts
 from pipeline.config import ExperimentConfig
 from pipeline.data import (
     Windows,
@@ -144,7 +145,8 @@ def retrain(cfg: ExperimentConfig, seed: int, sets: dict[str, Windows],
         val: the validation windows; drawn from the config when None.
     """
     cfg = cfg.replace({"train.seed": seed})
-    result = fit(cfg, val=val)
+    # interrupts.callback: SIGINT/SIGTERM stop the report's training at its validation passes.
+    result = fit(cfg, callbacks=[interrupts.callback], val=val)
     model = build_model(cfg.model, result.state_dict)
     scores = score_sets(model_predictor(model), sets, cfg.data.warmup)
     return SeedRun(seed, result.best_val, scores, result.seconds, result.device)
@@ -173,6 +175,7 @@ def replay_tutorial(cfg: ExperimentConfig) -> tuple[Windows, np.ndarray, torch.n
     xs, ys = (t.to(device) for t in make_train_batches(dcfg, tcfg.steps, 1))
     preds, state = [], None
     for step in range(tcfg.steps):
+        interrupts.check()  # a safe point: no store is written while the replay trains
         skip = dcfg.warmup if step == 0 else 0
         state = detach_state(runner.step(xs[step], ys[step], state, skip))
         preds.append(runner.last_prediction[0])

@@ -22,6 +22,7 @@ The tracker is passed in; this module never imports mlflow or optuna.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import platform
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import interrupts
 from pipeline.config import ExperimentConfig, ModelConfig, load_config
 from pipeline.data import Windows, make_eval_set, tutorial_windows
 from pipeline.evaluation import (
@@ -422,7 +424,18 @@ def resolve_path(path: str) -> Path:
 
 
 def _log_run(tracker: Any, name: str, parent: str, level: str,
-             body: Callable[[str], None], tags: dict[str, str] | None = None) -> str:
+             body: Callable[[str], None], tags: dict[str, str] | None = None,
+             key: Any = None) -> str:
+    """Logs a run of the report under ``parent``; with ``key`` (what the run's numbers depend
+    on), only once: a rerun after an interrupted report finds the FINISHED run it logged and
+    does not log a second one."""
+    if key is not None:
+        key = hashlib.sha256(repr((name, level, key)).encode()).hexdigest()[:32]
+        done = tracker.finished_run(parent, key)
+        if done:
+            return done
+        tags = {**(tags or {}), "cellstudy.key": key}
+    interrupts.check()  # between the report's runs: a safe point
     run_id = tracker.start_run(name, parent_run_id=parent,
                                tags={"cellstudy.level": level, **(tags or {})})
     with tracker.ending(run_id):
@@ -464,7 +477,8 @@ def _cell_results(cfg: ExperimentConfig, outcomes: Sequence, tracker: Any,
             _log_seeds(tracker, run_id, runs, lambda r: {"val/mse_best": r.val_mse,
                                                          "train/seconds": r.seconds})
 
-        _log_run(tracker, f"{o.cell}-seeds", o.study_run_id, "seeds", body, {"cell": o.cell})
+        _log_run(tracker, f"{o.cell}-seeds", o.study_run_id, "seeds", body, {"cell": o.cell},
+                 key=(ccfg, seeds))
     return cells
 
 
@@ -490,7 +504,8 @@ def _tutorial(cfg: ExperimentConfig, tracker: Any, job_run_id: str) -> TutorialR
                 "mse/train_first_third": r.early_mse, "mse/train_last_third": r.late_mse,
                 "train/seconds": r.seconds})
 
-        _log_run(tracker, f"tutorial-{cell}", job_run_id, "tutorial", body, {"cell": cell})
+        _log_run(tracker, f"tutorial-{cell}", job_run_id, "tutorial", body, {"cell": cell},
+                 key=(ccfg, cfg.report.tutorial_seeds))
     return TutorialResult(tcfg, runs, baseline_scores(tcfg, sets), baseline_train_cliffs(tcfg))
 
 
@@ -529,7 +544,7 @@ def job_report(cfg: ExperimentConfig, outcomes: Sequence, tracker: Any,
     for name, scores in baselines.items():
         _log_run(tracker, f"baseline-{name.replace('_', '-')}", job_run_id, "baseline",
                  lambda run_id, scores=scores: tracker.log_metrics(run_id, scores),
-                 {"baseline": name})
+                 {"baseline": name}, key=cfg.data)
     cells = _cell_results(cfg, outcomes, tracker, sets)
     tut = _tutorial(cfg, tracker, job_run_id)
     warnings = edge_warnings(outcomes, cfg)

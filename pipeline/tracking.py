@@ -34,7 +34,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
 
-from pipeline import serving  # noqa: E402
+from pipeline import secrets, serving  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +152,12 @@ class Tracker:
 
     def log_params(self, run_id: str, params: dict[str, Any],
                    tags: dict[str, str] | None = None) -> None:
-        """Logs params (values stringified) and tags in one call."""
+        """Logs params (values stringified) and tags in one call; a URL password in any
+        value is masked (a config's storage URL is a param like any other)."""
         self.client.log_batch(
             run_id,
-            params=[Param(k, _param_value(v)) for k, v in params.items()],
-            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+            params=[Param(k, secrets.mask(_param_value(v))) for k, v in params.items()],
+            tags=[RunTag(k, secrets.mask(str(v))) for k, v in (tags or {}).items()],
         )
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
@@ -197,7 +198,7 @@ class Tracker:
                 log.exception("a prediction figure could not be logged")
 
     def log_text(self, run_id: str, text: str, path: str) -> None:
-        self.client.log_text(run_id, text, path)
+        self.client.log_text(run_id, secrets.mask(text), path)
 
     @contextlib.contextmanager
     def system_metrics(self, run_id: str, enabled: bool,
@@ -306,6 +307,16 @@ class Tracker:
             self.client.delete_model_version(name, version)
         except Exception:  # the original error matters more
             log.exception("could not delete %s v%s", name, version)
+
+    def finished_run(self, parent_run_id: str, key: str) -> str | None:
+        """The FINISHED run under ``parent_run_id`` tagged ``cellstudy.key`` = ``key``, or
+        None: a rerun after an interruption finds what the interrupted run already logged."""
+        found = self.client.search_runs(
+            [self.experiment_id], max_results=1,
+            filter_string=f"tags.`cellstudy.key` = '{key}' and "
+                          f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and "
+                          "attributes.status = 'FINISHED'")
+        return found[0].info.run_id if found else None
 
     def champion(self, name: str, alias: str) -> Any | None:
         """The version ``alias`` points at, or None."""

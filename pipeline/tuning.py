@@ -437,9 +437,12 @@ def _finalized_outcome(cfg: ExperimentConfig, cell: str, study: optuna.Study,
     from the stores instead of testing, plotting and registering again."""
     logged = tracker.client.get_run(best.user_attrs[RUN_ID_ATTR]).data.metrics
     test = {k: v for k, v in logged.items() if k.startswith("test/")}
+    version = study.user_attrs.get("registered_version")
+    # The summary marks the version the alias is on, whichever run moved it there.
+    holder = tracker.champion(f"{cfg.tracking.registry_prefix}-{cell}", cfg.tracking.alias)
+    on_it = version is not None and holder is not None and str(holder.version) == str(version)
     return StudyOutcome(cell, study.study_name, run_id, best.number, dict(best.params),
-                        float(best.value), test, study.user_attrs.get("registered_version"),
-                        False)
+                        float(best.value), test, version, on_it)
 
 
 def _test_once(cfg: ExperimentConfig, tracker: Tracker, best: FrozenTrial,
