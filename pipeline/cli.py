@@ -30,6 +30,12 @@ STORAGE_ENV = "CELLSTUDY_STORAGE"
 """Environment variable read for the Optuna storage URL when ``--storage`` is not given."""
 
 
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+"""MLflow's HTTP retry and timeout settings the CLI starts with, unless the environment has
+its own (MLflow's defaults: 7 retries, backoff factor 2, 120 s)."""
+
+
 class UsageError(Exception):
     """Bad input caught before any work: reported in one line, exit status 2."""
 
@@ -337,6 +343,7 @@ def _predict_file(uri: str, path: str, output: str | None) -> int:
         raise UsageError(f"{path}: {err}") from None
     except (OSError, ValueError) as err:  # missing file, not .npy, malformed JSON
         raise UsageError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+    _preflight(None, "evaluate")  # a models:/ or runs:/ URI is read from the tracking store
     from pipeline.tracking import load_pyfunc
 
     y = np.asarray(load_pyfunc(uri).predict(x))
@@ -372,6 +379,12 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     # MLflow sets its own loggers to INFO when imported, which the loop below cannot undo.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # MLflow retries a failed HTTP request 7 times with exponential backoff and waits 120 s on
+    # each: a tracking server that dies mid-job took minutes to report. Bounded here (a dead
+    # server is reported within seconds, a hung one within about a minute); a user's own
+    # settings win.
+    for name, value in HTTP_LIMITS.items():
+        os.environ.setdefault(name, value)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "optuna", "mlflow", "urllib3"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,9 @@ class EvalSetConfig:
     """For ``tutorial`` sets: index s of the first window (the tutorial trains on s = 0..59)."""
 
     def __post_init__(self) -> None:
-        _check(bool(self.name) and "/" not in self.name, f"eval set name {self.name!r} invalid")
+        _check(re.fullmatch(r"[A-Za-z0-9_.\-]+", self.name) is not None,
+               f"eval set name {self.name!r} invalid: it names metrics (test/<name>/mse), so "
+               "letters, digits, _ - . only")
         _check(self.kind in EVAL_KINDS, f"eval set {self.name}: unknown kind {self.kind!r} "
                f"(valid: {', '.join(EVAL_KINDS)})")
         _check(self.n > 0, f"eval set {self.name}: n must be positive, got {self.n}")
@@ -443,7 +446,13 @@ def _build(cls: type, tree: Any, prefix: str) -> Any:
         raise ConfigError(f"unknown key {where}{unknown[0]!r} (valid: {valid})")
     kwargs = {name: _convert(hints[name], value, f"{prefix}.{name}" if prefix else name)
               for name, value in tree.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        # An eval set's own checks cannot know where it sits (data.val, data.tests): say it.
+        if prefix and not str(err).startswith(prefix.split(".")[0]):
+            raise ConfigError(f"{prefix}: {err}") from None
+        raise
 
 
 def _convert(tp: Any, value: Any, key: str) -> Any:

@@ -143,7 +143,13 @@ def check_writable_file(field: str, path: str | os.PathLike) -> None:
     journal and WAL files of SQLite are created beside the database), and the file, where it
     exists, must be writable. Root passes ``os.access`` checks everywhere except read-only
     mounts, which is what a real write would find too."""
-    path = Path(path).expanduser().absolute()
+    try:
+        _check_writable_file(field, Path(path).expanduser().absolute())
+    except OSError as err:  # a folder on the way that this user may not enter, a bad name
+        _fail(f"{field}: cannot use {path}: {err.strerror or err}")
+
+
+def _check_writable_file(field: str, path: Path) -> None:
     folder = path.parent
     if not folder.is_dir():
         _fail(f"{field}: folder {folder} does not exist")
@@ -182,6 +188,13 @@ def check_tracking_target(uri: str | None = None) -> None:
     one line here; MLflow would otherwise retry for minutes, warning each time. MLflow makes
     a SQLite store's missing folders itself: the nearest existing one must take them."""
     uri = uri or tracking_uri()
+    try:
+        _check_tracking_target(uri)
+    except OSError as err:
+        _fail(f"MLFLOW_TRACKING_URI: cannot use {mask_url(uri)}: {err.strerror or err}")
+
+
+def _check_tracking_target(uri: str) -> None:
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
     if scheme == "sqlite":
         path = _sqlite_file(uri)
