@@ -94,6 +94,7 @@ class Tracker:
                                   else self.client.create_experiment(experiment))
         self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
                                        MODEL_TRAINING_KIND)
+        self.end_runs_of_dead_workers()
         # One thread renders and uploads trial figures (see log_figure).
         self._figures = ThreadPoolExecutor(max_workers=1, thread_name_prefix="figures")
         self._pending: list[Future] = []
@@ -103,11 +104,40 @@ class Tracker:
     def start_run(self, name: str, parent_run_id: str | None = None,
                   tags: dict[str, str] | None = None) -> str:
         """Creates a RUNNING run, nested under ``parent_run_id`` when given; returns its id."""
-        all_tags = {MLFLOW_RUN_NAME: name, **(tags or {})}
+        all_tags = {MLFLOW_RUN_NAME: name, WORKER_TAG: _worker(), **(tags or {})}
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
         return run.info.run_id
+
+    def end_runs_of_dead_workers(self) -> list[str]:
+        """Ends FAILED the RUNNING runs that a process of this machine started and that is gone
+        (SIGKILL, out-of-memory killer, power cut): nothing else would ever end them. Runs of
+        live processes, and of other machines, are left alone (Optuna's heartbeats find the
+        trials of those).
+
+        Returns:
+            The ids of the runs ended.
+        """
+        host = _worker().rsplit(":", 2)[0]
+        try:
+            runs = self.client.search_runs(
+                [self.experiment_id], max_results=1000,
+                filter_string=f"attributes.status = 'RUNNING' and "
+                              f"tags.`{WORKER_TAG}` LIKE '{host}:%'")
+        except MlflowException:  # a store without tag search: nothing to reap
+            return []
+        ended = []
+        for run in runs:
+            worker = run.data.tags.get(WORKER_TAG, "")
+            if worker.rsplit(":", 2)[0] != host or _alive(worker):
+                continue
+            self._end(run.info.run_id, RunStatus.FAILED, "failure",
+                      ProcessLookupError(f"its worker {worker} died before ending it"))
+            ended.append(run.info.run_id)
+        if ended:
+            log.warning("%d run(s) of dead workers ended FAILED", len(ended))
+        return ended
 
     def job_run_id(self, name: str) -> tuple[str, bool]:
         """The job's run: the project's run under ``mlflow run``, else a new one.
@@ -324,6 +354,38 @@ class Tracker:
             return self.client.get_model_version_by_alias(name, alias)
         except MlflowException:
             return None
+
+
+WORKER_TAG = "cellstudy.worker"
+"""Run tag: ``host:pid:start`` of the process that started the run (``start`` is the process's
+start time in clock ticks since boot, so a recycled pid is not taken for the same process)."""
+
+
+def _start_ticks(pid: int) -> str:
+    """The start time of process ``pid`` from /proc, or "" where there is no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _worker() -> str:
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
+
+
+def _alive(worker: str) -> bool:
+    """Whether the process named by a ``host:pid:start`` tag of this machine still runs."""
+    try:
+        _, pid, start = worker.rsplit(":", 2)
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, PermissionError):  # not ours to judge: another user's live process
+        return True
+    return not start or _start_ticks(int(pid)) == start
 
 
 def check_registry_names(names: list[str], alias: str) -> None:
