@@ -366,13 +366,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout, sys.stderr = secrets.MaskedStream(sys.stdout), secrets.MaskedStream(sys.stderr)
     try:
         return _main(argv)
-    except Exception:  # a bug: its traceback is shown, but through the masking stream
-        import traceback
+    except Exception as err:
+        if _store_lost(err):  # a fault, not a bug: one line, as for bad input
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:500]
+            print(f"error: a store stopped answering mid-job ({type(err).__name__}: {first}); "
+                  "run again once it is back: runs left open are ended FAILED then",
+                  file=sys.stderr)
+            return 1
+        import traceback  # a bug: its traceback is shown, through the masking stream
 
         traceback.print_exc()
         return 1
     finally:
         sys.stdout, sys.stderr = streams
+
+
+LOST_STORE = ("ConnectionError", "MaxRetryError", "NewConnectionError", "OperationalError",
+              "ConnectionRefusedError", "ReadTimeout", "ConnectTimeout")
+"""Exception type names (matched by name: the CLI imports neither requests nor SQLAlchemy)
+that mean a tracking server or database went away during the job."""
+
+
+def _store_lost(err: BaseException | None) -> bool:
+    """Whether ``err`` or an exception it was raised from is a lost connection to a store;
+    MLflow wraps them in MlflowException, whose text still names them."""
+    seen = 0
+    while err is not None and seen < 10:
+        text = str(err)
+        if type(err).__name__ in LOST_STORE or "Max retries exceeded" in text or \
+                "Failed to establish a new connection" in text:
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -175,8 +175,9 @@ class Tracker:
         try:
             self.client.set_tag(run_id, f"{kind}_reason", reason)
             self.client.set_terminated(run_id, RunStatus.to_string(status))
-        except Exception:  # a dead store must not hide the original error
-            log.exception("could not end run %s", run_id)
+        except Exception as end_err:  # a dead store must not hide the original error
+            # One line: the job's own error says what happened; the next start ends the run.
+            log.info("could not end run %s: %s", run_id, _first_line(end_err))
 
     # -- logging ------------------------------------------------------------------------------
 
@@ -224,8 +225,8 @@ class Tracker:
         for future in pending:
             try:
                 future.result()
-            except Exception:
-                log.exception("a prediction figure could not be logged")
+            except Exception as err:
+                log.warning("a prediction figure could not be logged: %s", _first_line(err))
 
     def log_text(self, run_id: str, text: str, path: str) -> None:
         self.client.log_text(run_id, secrets.mask(text), path)
@@ -450,6 +451,10 @@ def _check_loads(uri: str) -> None:
     out = np.asarray(model.predict(x))
     if out.shape != x.shape or not np.isfinite(out).all():
         raise MlflowException(f"{uri} predicts shape {out.shape}, expected {x.shape}")
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
 
 
 def _param_value(value: Any) -> str:

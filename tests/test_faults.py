@@ -286,3 +286,41 @@ def test_runs_of_a_killed_worker_end_failed_on_the_next_start(tmp_path, _empty_s
         reasons = [r for (r,) in conn.execute(
             "SELECT value FROM tags WHERE key = 'failure_reason'").fetchall()]
     assert len(reasons) == 1 and f":{proc.pid}:" in reasons[0] and "died" in reasons[0]
+
+
+@pytest.mark.slow
+def test_tracking_server_dying_mid_job_is_one_masked_line_within_30_s(tmp_path):
+    """A real ``mlflow server`` (SQLite behind it) stopped while trials run: the worker gives
+    up within seconds (bounded HTTP retries) with one masked line, not minutes of retries and
+    a traceback; its open runs are ended FAILED by the next start."""
+    from servers import mlflow_server
+
+    secret = "pw-Server-Dies-3"
+    backend = tmp_path / "server.db"
+    with mlflow_server(f"sqlite:///{backend}", tmp_path / "server") as server:
+        uri = server.url.replace("http://", f"http://cellstudy:{secret}@")
+        args = [sys.executable, "-m", "pipeline", "-q", "tune", "--config", SMOKE, "--cells",
+                "rnn", "--n-trials", "200", "--storage", f"sqlite:///{tmp_path / 'optuna.db'}"]
+        proc = subprocess.Popen(args, cwd=tmp_path,
+                                env={**subprocess_env(tmp_path), "MLFLOW_TRACKING_URI": uri},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 180
+            while _levels(backend).get("trial", []).count("FINISHED") < 1:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+                time.sleep(0.3)
+        except BaseException:
+            proc.kill()
+            raise
+    stopped = time.monotonic()  # the server is gone: its process group was stopped
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert time.monotonic() - stopped < 30
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err and secret not in out + err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "a store stopped answering mid-job" in errors[0], err
