@@ -324,3 +324,53 @@ def test_tracking_server_dying_mid_job_is_one_masked_line_within_30_s(tmp_path):
     assert "Traceback" not in err and secret not in out + err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "a store stopped answering mid-job" in errors[0], err
+
+
+def _study_tagged_best(db) -> bool:
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT COUNT(*) FROM tags WHERE key = 'best_trial'"
+                                ).fetchone()[0] > 0
+    except sqlite3.OperationalError:
+        return False
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_study_wrap_up_lets_it_finish_then_stops(tmp_path, _empty_store):
+    """The wrap-up (test once, plots, register) is not cut in half: it finishes, then the job
+    stops with 143 before its report, and the rerun completes without registering again."""
+    copy_store(_empty_store, tmp_path)
+    args = [sys.executable, "-m", "pipeline", "-q", "tune", "--config", SMOKE, "--cells", "rnn",
+            "--n-trials", "2", "--storage", f"sqlite:///{tmp_path / 'optuna.db'}",
+            "--set", "report.seeds=1", "--set", "report.tutorial_seeds=0"]
+    env = subprocess_env(tmp_path)
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not _study_tagged_best(tmp_path / "mlflow.db"):  # the wrap-up has begun
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    statuses = _statuses(tmp_path / "mlflow.db")
+    assert "RUNNING" not in sum(statuses.values(), []) and statuses["job"] == ["KILLED"]
+    assert "baseline" not in statuses, "the report started after the signal"
+    with sqlite3.connect(tmp_path / "mlflow.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0] == 1
+
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "RUNNING" not in sum(_statuses(tmp_path / "mlflow.db").values(), [])
+    with sqlite3.connect(tmp_path / "mlflow.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0] == 1
+    assert "@champion" in done.stdout
