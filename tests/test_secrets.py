@@ -96,3 +96,16 @@ def test_a_password_in_the_config_reaches_no_param_tag_or_artifact(tmp_path, _em
     with sqlite3.connect(tmp_path / "mlflow.db") as conn:
         params = dict(conn.execute("SELECT key, value FROM params").fetchall())
     assert params["study.storage"] == "postgresql://cellstudy:***@db.example:5432/optuna"
+
+
+def test_dead_tracking_database_is_one_attempt_not_minutes_of_retries(tmp_path):
+    """MLflow's SQL store retries its first connection for minutes; one bounded attempt is
+    made first, its error masked."""
+    uri = f"postgresql://cellstudy:{SECRET}@127.0.0.1:{free_port()}/mlflow"
+    done, seconds = _run(["train", "--config", SMOKE, "--cell", "rnn"], tmp_path,
+                         MLFLOW_TRACKING_URI=uri)
+    assert seconds < 30 and done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach the MLflow tracking store " \
+        "postgresql+psycopg2://cellstudy:***@127.0.0.1" in lines[0], done.stderr
+    assert SECRET not in done.stdout + done.stderr
