@@ -168,9 +168,11 @@ def _preflight(cfg: ExperimentConfig | None, command: str, *, storage: str | Non
             from pipeline.storage import check_storage_reachable
 
             check_storage_reachable(storage)
-        from pipeline.tracking import check_tracking_reachable
+        from pipeline.tracking import check_registry_reachable, check_tracking_reachable
 
         check_tracking_reachable()
+        if registry:
+            check_registry_reachable()
     except ValueError as err:
         raise UsageError(str(err)) from None
 

@@ -444,6 +444,33 @@ def check_tracking_reachable(timeout: int = 5) -> None:
                 os.environ[key] = value
 
 
+def check_registry_reachable(timeout: int = 5) -> None:
+    """Asks the model registry (``MLFLOW_REGISTRY_URI``, else the tracking store) for one
+    model, without retries: a job that will register its champions learns that it cannot
+    before it trains, not after.
+
+    Raises:
+        ValueError: with a one-line message, the password masked.
+    """
+    from mlflow.tracking._model_registry.utils import get_registry_uri
+
+    uri = get_registry_uri()
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}
+    saved = {k: os.environ.get(k) for k in quick}
+    os.environ.update(quick)
+    try:
+        MlflowClient(registry_uri=uri).search_registered_models(max_results=1)
+    except Exception as err:  # any registry, any failure: one line, no secrets
+        raise ValueError(secrets.mask(f"cannot reach the MLflow model registry "
+                                      f"{secrets.mask_url(uri)}: {_first_line(err)}")) from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _check_loads(uri: str) -> None:
     """Loads a version and predicts once: an alias must never point at a broken model."""
     model = mlflow.pyfunc.load_model(uri)

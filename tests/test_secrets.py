@@ -109,3 +109,21 @@ def test_dead_tracking_database_is_one_attempt_not_minutes_of_retries(tmp_path):
     assert len(lines) == 1 and "cannot reach the MLflow tracking store " \
         "postgresql+psycopg2://cellstudy:***@127.0.0.1" in lines[0], done.stderr
     assert SECRET not in done.stdout + done.stderr
+
+
+def test_dead_registry_is_found_before_training(tmp_path, _empty_store):
+    """``train --register`` with a registry apart from the tracking store: before, the run
+    trained, then failed at registration after minutes of retries."""
+    copy_store(_empty_store, tmp_path)
+    registry = DEAD.format(secret=SECRET, port=free_port())
+    done, seconds = _run(["train", "--config", SMOKE, "--cell", "rnn", "--register"], tmp_path,
+                         MLFLOW_REGISTRY_URI=registry)
+    assert seconds < 30 and done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach the MLflow model registry " \
+        "http://cellstudy:***@127.0.0.1" in lines[0], done.stderr
+    assert SECRET not in done.stdout + done.stderr
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "mlflow.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
