@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from pipeline.config import MAX_SEED, ExperimentConfig, load_config
+from pipeline.config import MAX_SEED, TUTORIAL_POINTS, ExperimentConfig, load_config
 from pipeline.secrets import mask_url
 
 MAX_ELEMENTS = 2**27
@@ -62,11 +62,10 @@ def check_config(cfg: ExperimentConfig, command: str) -> None:
     """
     check_sizes(cfg, command)
     check_device(cfg.train.device)
-    if command in ("tune", "train"):
-        last = cfg.train.seed + cfg.report.seeds
-        if command == "tune" and last > MAX_SEED:
-            _fail(f"train.seed + report.seeds = {last} exceeds the largest seed {MAX_SEED}")
     if command == "tune":
+        last = cfg.train.seed + cfg.report.seeds  # the report retrains with seeds up to this
+        if last > MAX_SEED:
+            _fail(f"train.seed + report.seeds = {last} exceeds the largest seed {MAX_SEED}")
         check_storage_target("study.storage", cfg.study.storage)
         check_tutorial_config(cfg)
         from pipeline.storage import lock_folder
@@ -79,7 +78,7 @@ def check_sizes(cfg: ExperimentConfig, command: str) -> None:
     d, t = cfg.data, cfg.train
     hidden = cfg.study.hidden_size[1] if command == "tune" else cfg.model.hidden_size
     where = "study.hidden_size" if command == "tune" else "model.hidden_size"
-    seq_len = 10 if d.protocol == "tutorial" else d.seq_len
+    seq_len = TUTORIAL_POINTS if d.protocol == "tutorial" else d.seq_len
     batch = 1 if d.protocol == "tutorial" else t.batch_size
     for name, spec_len in [("data.seq_len", d.seq_len),
                            *((f"data.tests {s.name}: seq_len", s.seq_len) for s in d.tests),
@@ -116,8 +115,12 @@ def check_tutorial_config(cfg: ExperimentConfig) -> None:
         return
     from pipeline.report import resolve_path
 
-    path = resolve_path(cfg.report.tutorial_config)
-    if not path.is_file():
+    try:
+        path = resolve_path(cfg.report.tutorial_config)
+        found = path.is_file()
+    except (OSError, ValueError) as err:  # a NUL byte, a folder this user may not enter
+        _fail(f"report.tutorial_config {cfg.report.tutorial_config!r} is not usable: {err}")
+    if not found:
         _fail(f"report.tutorial_config {cfg.report.tutorial_config!r} does not exist "
               f"(looked in the working directory and in {path.parent})")
     try:
