@@ -143,8 +143,12 @@ def counted_trials(study: optuna.Study) -> int:
     or failed on their own. Interrupted and stale trials are not counted: resuming redoes them.
     (Optuna's MaxTrialsCallback filters by state only, so it cannot tell those two FAILs apart.)
     """
+    return _counted(study.get_trials(deepcopy=False))
+
+
+def _counted(trials: list[FrozenTrial]) -> int:
     done = 0
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         if t.state == TrialState.FAIL:
             done += FAIL_ATTR in t.user_attrs
         else:
@@ -396,10 +400,11 @@ def _claim(study: optuna.Study, total: int, lock_url: str) -> bool:
         Whether the caller should run one trial now.
     """
     with storage_lock(lock_url, f"claim:{study.study_name}"):
-        queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        trials = study.get_trials(deepcopy=False)  # one read: this runs before every trial
+        queued = [t for t in trials if t.state == TrialState.WAITING]
         now = time.time()
         fresh = [t for t in queued if _claimed(t, now)]
-        if counted_trials(study) + len(fresh) >= total:
+        if _counted(trials) + len(fresh) >= total:
             return False
         if len(queued) == len(fresh):  # no abandoned or hand-queued trial to run instead
             study.enqueue_trial({}, user_attrs={RESERVED_ATTR: now})

@@ -172,7 +172,9 @@ def test_sigterm_to_the_parent_leaves_nothing_running_and_a_rerun_finishes(tmp_p
     runs = _runs(tmp_path / "mlflow.db")
     assert not [r for r in runs if r[1] == "RUNNING"], runs
     assert Counter(level for level, _ in runs)["job"] == 1, "the rerun resumes the job run"
-    assert "@champion" in done.stdout
+    with sqlite3.connect(tmp_path / "mlflow.db") as conn:
+        versions = conn.execute("SELECT name FROM model_versions").fetchall()
+    assert sorted(v[0] for v in versions) == ["sin2cos-gru", "sin2cos-rnn"]
 
 
 @pytest.mark.slow
