@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline import interrupts, secrets
+from pipeline import interrupts, secrets, workers
 from pipeline.config import ConfigError, ExperimentConfig, load_config
 
 log = logging.getLogger("pipeline")
@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"Optuna storage URL (default: ${STORAGE_ENV}, else the config's)")
     tune.add_argument("--study-name", type=_optional(str),
                       help="study name prefix; each cell's study is <name>-<cell>")
+    tune.add_argument("--workers", default="1", metavar="N|auto",
+                      help="worker processes sharing the studies; auto: one per core on a CPU, "
+                           f"{workers.CUDA_WORKERS_PER_GPU} per card on CUDA (default: 1)")
+    tune.add_argument(workers.WORKER_FLAG, dest="worker_index", type=int,
+                      help=argparse.SUPPRESS)
 
     train = sub.add_parser("train", help="one tracked training run at a given hidden size and lr")
     _add_common(train)
@@ -187,6 +192,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from pipeline.storage import check_storage_url
 
     try:  # the storage's scheme first: it needs no heavy import, so it is refused at once
+        spec = workers.parse_workers(args.workers)
         check_storage_url(cfg.study.storage)
     except ValueError as err:
         raise UsageError(str(err)) from None
@@ -201,14 +207,26 @@ def cmd_tune(args: argparse.Namespace) -> int:
     tracker = Tracker(cfg.tracking.experiment)
     storage = tuning.make_storage(cfg.study.storage, cfg.study.heartbeat_interval,
                                   cfg.study.grace_period, tuning.mark_lost_runs(tracker))
-    job_run, owned = tuning.job_run(tracker, cfg, storage, f"tune-{cfg.study.name}")
+    if args.worker_index is not None:  # the parent made the job run; MLFLOW_RUN_ID names it
+        job_run, owned = tracker.project_run_id, False
+    else:
+        job_run, owned = tuning.job_run(tracker, cfg, storage, f"tune-{cfg.study.name}")
+    n = 1 if args.worker_index is not None else _n_workers(spec, cfg)
+    progress = _progress(cfg, storage, enabled=not args.quiet)
     with tracker.ending(job_run) if owned else contextlib.nullcontext():
-        outcomes = []
-        for cell in cfg.study.cells:
-            log.info("study %s-%s: %d trials in all", cfg.study.name, cell, cfg.study.n_trials)
-            outcomes.append(tuning.run_study(cfg, cell, tracker, job_run, storage,
-                                             progress=not args.quiet))
+        if n > 1:  # every store exists now: the workers only open them
+            log.info("%d workers, %d trials per study", n, cfg.study.n_trials)
+            with contextlib.closing(progress):
+                workers.run(args.argv, n, workers.worker_env(job_run), progress)
+        outcomes = []  # after N workers: each study is done, and only read back here
+        with workers.polling(progress) if n == 1 else contextlib.nullcontext():
+            for cell in workers.rotated(cfg.study.cells, args.worker_index):
+                log.info("study %s-%s: %d trials in all", cfg.study.name, cell,
+                         cfg.study.n_trials)
+                outcomes.append(tuning.run_study(cfg, cell, tracker, job_run, storage))
         interrupts.check()  # a signal received during the last study's wrap-up
+        if args.worker_index is not None:
+            return 0  # the parent writes the summary and the report
         table = summary_table(outcomes, cfg)
         tracker.log_text(job_run, table, "summary.md")
         # Baselines, seed retrains of each champion, the tutorial's claims: report.md; written
@@ -218,6 +236,25 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(report or f"{table}\nThe job report (report.md on run {job_run}) was already "
                     "written, by another worker or an earlier run.")
     return 0
+
+
+def _n_workers(spec: str | int, cfg: ExperimentConfig) -> int:
+    import torch
+
+    from pipeline.train import resolve_device
+
+    device = resolve_device(cfg.train.device).type
+    return workers.resolve_workers(spec, device, cfg.train.threads,
+                                   torch.cuda.device_count() if device == "cuda" else 0)
+
+
+def _progress(cfg: ExperimentConfig, storage: Any, enabled: bool) -> workers.Progress:
+    """The job's one progress bar: finished trials per study, read from the Optuna storage."""
+    from pipeline import tuning
+
+    studies = [tuning.open_study(cfg, cell, storage) for cell in cfg.study.cells]
+    return workers.Progress(workers.finished_counts(studies, tuning.is_finished),
+                            cfg.study.n_trials, [s.study_name for s in studies], enabled)
 
 
 class _NoTraceback(logging.Filter):
@@ -404,6 +441,7 @@ def _store_lost(err: BaseException | None) -> bool:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what workers are started with
     # MLflow sets its own loggers to INFO when imported, which the loop below cannot undo.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # MLflow retries a failed HTTP request 7 times with exponential backoff and waits 120 s on
@@ -426,6 +464,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except (ConfigError, UsageError, LookupError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except workers.WorkerFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as err:
         print("interrupted: open runs were ended as KILLED; run again to resume",
               file=sys.stderr)

@@ -89,9 +89,7 @@ class Tracker:
         if self.project_run_id:
             self.experiment_id = self.client.get_run(self.project_run_id).info.experiment_id
         else:
-            found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = (found.experiment_id if found
-                                  else self.client.create_experiment(experiment))
+            self.experiment_id = _experiment_id(self.client, experiment)
         self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
                                        MODEL_TRAINING_KIND)
         self.end_runs_of_dead_workers()
@@ -411,6 +409,33 @@ def check_registry_names(names: list[str], alias: str) -> None:
                              f"{err.message.splitlines()[0]}") from None
 
 
+@contextlib.contextmanager
+def store_creation(uri: str | None = None) -> Iterator[None]:
+    """Serialises the first touches of the tracking store among processes: on a new SQLite or
+    PostgreSQL store, MLflow runs its schema migrations on first use, and two processes doing so
+    at once fail ("duplicate column name", "_alembic_tmp_... already exists"). The lock is the
+    one Optuna's storage uses (an advisory lock on PostgreSQL, a file lock otherwise)."""
+    from pipeline.storage import sqlalchemy_url, storage_lock
+
+    with storage_lock(sqlalchemy_url(uri or mlflow.get_tracking_uri()), "mlflow-store"):
+        yield
+
+
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    """Gets or creates the experiment ``name``; another worker creating it first is fine."""
+    with store_creation(client.tracking_uri):
+        found = client.get_experiment_by_name(name)
+        if found:
+            return found.experiment_id
+        try:
+            return client.create_experiment(name)
+        except MlflowException:  # a worker on another machine won the race (server store)
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+
 def check_tracking_reachable(timeout: int = 5) -> None:
     """Asks the tracking store for one experiment, without retries, so an unreachable server
     or database is reported at once instead of after minutes of retries, before any run exists.
@@ -430,7 +455,8 @@ def check_tracking_reachable(timeout: int = 5) -> None:
     saved = {k: os.environ.get(k) for k in quick}
     os.environ.update(quick)
     try:
-        MlflowClient(uri).search_experiments(max_results=1)
+        with store_creation(uri):  # the first touch of a new store migrates it
+            MlflowClient(uri).search_experiments(max_results=1)
     except Exception as err:  # any store, any failure: one line, no secrets
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         password = urlsplit(uri).password

@@ -60,6 +60,11 @@ FINALIZED_ATTR = "finalized_at_trials"
 """Study user attribute: how many trials the study held when it was last finalized."""
 MIN_TRIALS_FOR_IMPORTANCE = 8
 """Completed trials a study needs before its parameter-importance plot is drawn."""
+RESERVED_ATTR = "cellstudy.reserved_at"
+"""User attribute of a trial queued by a worker to claim a place under the study's total."""
+RESERVATION_SECONDS = 60.0
+"""A claim not taken up within this time was left by a worker that died before starting its
+trial: it no longer counts, and the next worker runs that queued trial instead."""
 FAIL_ATTR = "fail_reason"
 """Set on trials that failed on their own (divergence, out of memory): they count toward the
 total, while interrupted or stale trials do not and are run again on resume."""
@@ -147,21 +152,17 @@ def counted_trials(study: optuna.Study) -> int:
     or failed on their own. Interrupted and stale trials are not counted: resuming redoes them.
     (Optuna's MaxTrialsCallback filters by state only, so it cannot tell those two FAILs apart.)
     """
+    return _counted(study.get_trials(deepcopy=False))
+
+
+def _counted(trials: list[FrozenTrial]) -> int:
     done = 0
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         if t.state == TrialState.FAIL:
             done += FAIL_ATTR in t.user_attrs
         else:
             done += t.state != TrialState.WAITING  # queued, not yet run
     return done
-
-
-def _stop_at(total: int) -> Callable[[optuna.Study, FrozenTrial], None]:
-    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
-        if counted_trials(study) >= total:
-            study.stop()
-
-    return callback
 
 
 class Objective:
@@ -334,8 +335,7 @@ def study_run(tracker: Tracker, study: optuna.Study, cfg: ExperimentConfig, cell
 
 
 def run_study(cfg: ExperimentConfig, cell: str, tracker: Tracker, job_run_id: str,
-              storage: optuna.storages.BaseStorage | None = None,
-              progress: bool = False) -> StudyOutcome:
+              storage: optuna.storages.BaseStorage | None = None) -> StudyOutcome:
     """Runs the cell's study up to its total, then tests, plots and registers its best.
 
     Args:
@@ -344,7 +344,6 @@ def run_study(cfg: ExperimentConfig, cell: str, tracker: Tracker, job_run_id: st
         tracker: where runs go.
         job_run_id: the run the study run nests under (when it is created).
         storage: an opened Optuna storage; made from the config when None.
-        progress: show Optuna's progress bar.
     """
     study = open_study(cfg, cell, storage)
     run_id = study_run(tracker, study, cfg, cell, job_run_id)
@@ -356,7 +355,7 @@ def run_study(cfg: ExperimentConfig, cell: str, tracker: Tracker, job_run_id: st
             try:
                 _run_to_total(study, Objective(cfg, cell, tracker, run_id, val),
                               cfg.study.n_trials, poll=min(cfg.study.heartbeat_interval, 2),
-                              progress=progress)
+                              lock_url=sqlalchemy_url(cfg.study.storage))
             finally:
                 tracker.wait_for_figures()  # also when interrupted: nothing logged is lost
         interrupts.check()  # not once the wrap-up has begun: it finishes, then the job stops
@@ -367,22 +366,25 @@ def run_study(cfg: ExperimentConfig, cell: str, tracker: Tracker, job_run_id: st
 
 
 def _run_to_total(study: optuna.Study, objective: Objective, total: int, poll: float,
-                  progress: bool) -> None:
+                  lock_url: str) -> None:
     """Runs trials until the study holds ``total`` counted trials and none is still running in
     another worker. Waiting for those matters: a worker that died holding one is only found
     out (its trial failed by the heartbeat check) after the grace period, and then its trial
-    must be run again by someone still alive."""
+    must be run again by someone still alive.
+
+    Each trial is claimed first (``_claim``), so N workers together stop at the total exactly
+    instead of each starting one more when they all see one missing."""
     waiting = False
     while True:
         interrupts.check()  # between trials: a safe point to honor SIGINT/SIGTERM
         _fail_stale(study)
-        remaining = total - counted_trials(study)
-        if remaining > 0:
-            study.optimize(objective, n_trials=remaining,
-                           callbacks=[_stop_at(total), interrupts.stop_study],
-                           catch=(DivergedError, OutOfMemory), show_progress_bar=progress)
+        if _claim(study, total, lock_url):
+            study.optimize(objective, n_trials=1, catch=(DivergedError, OutOfMemory))
             continue
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        # Claimed but not yet started counts as running: its worker is about to start it.
+        running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,
+                                                                        TrialState.WAITING))
+                   if t.state == TrialState.RUNNING or _claimed(t, time.time())]
         if not running or not _has_heartbeats(study):
             return  # without heartbeats a dead worker cannot be told from a slow one
         if not waiting:
@@ -390,6 +392,39 @@ def _run_to_total(study: optuna.Study, objective: Objective, total: int, poll: f
                      study.study_name, len(running))
             waiting = True
         time.sleep(poll)
+
+
+def is_finished(trial: FrozenTrial) -> bool:
+    """A trial done for good: complete, pruned, or failed on its own (see ``counted_trials``)."""
+    if trial.state == TrialState.FAIL:
+        return FAIL_ATTR in trial.user_attrs
+    return trial.state.is_finished()
+
+
+def _claim(study: optuna.Study, total: int, lock_url: str) -> bool:
+    """Claims a place for one more trial under the study's total, if one is left: workers take
+    turns to count and to queue a trial (``enqueue_trial`` with no fixed params: the sampler
+    still picks them), which the next ``ask`` of any worker runs. A claim left behind by a
+    dead worker is taken over rather than queued again.
+
+    Returns:
+        Whether the caller should run one trial now.
+    """
+    with storage_lock(lock_url, f"claim:{study.study_name}"):
+        trials = study.get_trials(deepcopy=False)  # one read: this runs before every trial
+        queued = [t for t in trials if t.state == TrialState.WAITING]
+        now = time.time()
+        fresh = [t for t in queued if _claimed(t, now)]
+        if _counted(trials) + len(fresh) >= total:
+            return False
+        if len(queued) == len(fresh):  # no abandoned or hand-queued trial to run instead
+            study.enqueue_trial({}, user_attrs={RESERVED_ATTR: now})
+        return True
+
+
+def _claimed(trial: FrozenTrial, now: float) -> bool:
+    """A queued trial that a live worker claimed and is about to run."""
+    return now - trial.user_attrs.get(RESERVED_ATTR, 0.0) < RESERVATION_SECONDS
 
 
 def _has_heartbeats(study: optuna.Study) -> bool:
