@@ -180,6 +180,20 @@ def test_promote_compares_with_the_reference_strictly(tracker, tmp_path, monkeyp
     assert [c[0] for c in calls] == ["tag"]
 
 
+def test_same_config_twice_gives_the_same_trials(tiny_cfg, tracker, tmp_path):
+    """One worker is deterministic: the seeded sampler, data and weights make the same
+    trials, pruning decisions and values on fresh stores (what makes results reproducible)."""
+    job, _ = tracker.job_run_id("job")
+    seen = []
+    for name in ("a", "b"):
+        cfg = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/{name}.db",
+                                "study.name": name, "study.n_trials": 4})
+        _study(cfg, tracker, "gru", job)
+        study = optuna.load_study(study_name=f"{name}-gru", storage=cfg.study.storage)
+        seen.append([(t.state, t.params, t.value, t.intermediate_values) for t in study.trials])
+    assert len(seen[0]) == 4 and seen[0] == seen[1]
+
+
 def test_registered_champion_meets_the_contract(tiny_cfg, tracker, tmp_path):
     cfg = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/optuna.db",
                             "study.n_trials": 1})
