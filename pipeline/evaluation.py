@@ -138,6 +138,9 @@ class SeedRun:
     """``score_sets`` of that checkpoint."""
     seconds: float
     device: str
+    best_step: int = 0
+    """Step of the best validation MSE: at or near ``train.steps``, the curve had not
+    flattened."""
 
 
 def retrain(cfg: ExperimentConfig, seed: int, sets: dict[str, Windows],
@@ -154,7 +157,8 @@ def retrain(cfg: ExperimentConfig, seed: int, sets: dict[str, Windows],
     result = fit(cfg, val=val)
     model = build_model(cfg.model, result.state_dict)
     scores = score_sets(model_predictor(model), sets, cfg.data.warmup)
-    return SeedRun(seed, result.best_val, scores, result.seconds, result.device)
+    return SeedRun(seed, result.best_val, scores, result.seconds, result.device,
+                   result.best_step)
 
 
 def replay_tutorial(cfg: ExperimentConfig) -> tuple[Windows, np.ndarray, torch.nn.Module]:

@@ -145,20 +145,22 @@ def results_table(cfg: ExperimentConfig, cells: Sequence[CellResult],
     # so a jump at a window boundary of theirs measures that mismatch, not a cliff; the cliff
     # is the tutorial protocol's, in its own table.
     head = ["model", "hidden", "lr", "val MSE", *(f"test {t}" for t in tests), "test mean",
-            "train s", "device"]
+            f"best step (of {cfg.train.steps})", "train s", "device"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cells:
         seconds = _spread([r.seconds for r in c.seeds])
+        # The seeds' median step of best validation: near the end, training had not flattened.
+        best_step = int(np.median([r.best_step for r in c.seeds])) if c.seeds else None
         row = [c.cell, str(c.params.get("hidden_size", "-")), _fmt(c.params.get("lr")),
                _fmt(c.val_mse), *(_pm(seed_spread(c.seeds, f"test/{t}/mse")) for t in tests),
-               _pm(seed_spread(c.seeds, "test/mse")),
+               _pm(seed_spread(c.seeds, "test/mse")), str(best_step or "-"),
                _fmt(seconds.mean) if seconds else "-",
                ", ".join(sorted({r.device for r in c.seeds})) or "-"]
         lines.append("| " + " | ".join(row) + " |")
     for name, scores in baselines.items():
         row = [BASELINE_LABELS[name], "-", "-", _fmt(scores.get("val/mse")),
                *(_fmt(scores.get(f"test/{t}/mse")) for t in tests), _fmt(scores.get("test/mse")),
-               "-", "-"]
+               "-", "-", "-"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -491,6 +493,7 @@ def _cell_results(cfg: ExperimentConfig, outcomes: Sequence, tracker: Any,
         def body(run_id: str, runs: list[SeedRun] = runs, o: Any = o) -> None:
             tracker.log_params(run_id, {"cell": o.cell, **o.best_params, "seeds": seeds})
             _log_seeds(tracker, run_id, runs, lambda r: {"val/mse_best": r.val_mse,
+                                                         "val/best_step": r.best_step,
                                                          "train/seconds": r.seconds})
 
         _log_run(tracker, f"{o.cell}-seeds", o.study_run_id, "seeds", body, {"cell": o.cell})

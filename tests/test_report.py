@@ -42,7 +42,7 @@ def _seed_runs(cfg, means: dict[str, float], spread: float) -> list[SeedRun]:
                   for t in cfg.data.tests}
         scores["test/mse"] = float(np.mean(list(scores.values())))
         scores["test/tutorial/cliff"] = 0.05
-        runs.append(SeedRun(seed, 0.01, scores, 1.0, "cpu"))
+        runs.append(SeedRun(seed, 0.01, scores, 1.0, "cpu", best_step=10 * seed))
     return runs
 
 
@@ -98,6 +98,9 @@ def test_results_table_has_a_row_per_cell_and_per_baseline(tiny_cfg) -> None:
     assert " ± " in rows[0]
     # The champions are stateless models: their table has no cliff column.
     assert "cliff" not in table.splitlines()[0]
+    # Where the best validation came, against the budget: has the curve flattened?
+    assert f"best step (of {tiny_cfg.train.steps})" in table.splitlines()[0]
+    assert rows[0].split(" | ")[-3] == "30"  # the median of the seeds
 
 
 def test_a_champion_worse_than_zero_is_named_in_the_report(tiny_cfg) -> None:
