@@ -34,7 +34,7 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.train import fit  # noqa: E402
 from pipeline.tuning import Objective  # noqa: E402
 
-SETTINGS = ((5, 100), (5, 250), (5, 500), (8, 250), (10, 500))
+SETTINGS = ((5, 100), (5, 250), (5, 300), (5, 500), (8, 250), (10, 500))
 """(n_startup_trials, n_warmup_steps) pairs replayed by default."""
 
 
