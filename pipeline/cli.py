@@ -315,9 +315,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         uri = tracker.log_model(run_id)
         if args.register:
             reg = f"{cfg.tracking.registry_prefix}-{cfg.model.cell}"
+            from pipeline.evaluation import zero_reference
+
+            zero = zero_reference(cfg, val)
             version, moved = tracker.promote(reg, uri, result.best_val, cfg.tracking.alias,
-                                             {"run_id": run_id, "cell": cfg.model.cell})
-            print(f"registered {reg} v{version}" + (f" as @{cfg.tracking.alias}" if moved else ""))
+                                             {"run_id": run_id, "cell": cfg.model.cell},
+                                             reference=zero)
+            refused = (f"; alias {cfg.tracking.alias} not set: val MSE {result.best_val:.3g} "
+                       f"is not below predicting zero ({zero:.3g})"
+                       if result.best_val >= zero else "")
+            print(f"registered {reg} v{version}"
+                  + (f" as @{cfg.tracking.alias}" if moved else "") + refused)
     print(f"{name}: val/mse_best {result.best_val:.4g} at step {result.best_step} on "
           f"{result.device} in {result.seconds:.1f} s; run {run_id}; model {uri}")
     return 0

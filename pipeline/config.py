@@ -22,6 +22,7 @@ CELLS = ("rnn", "lstm", "gru")
 PROTOCOLS = ("default", "tutorial")
 DEVICES = ("auto", "cpu", "cuda")
 GRAPH_MODES = ("auto", "on", "off")
+SCHEDULES = ("constant", "cosine")
 EVAL_KINDS = ("random", "tutorial")
 TUTORIAL_POINTS = 10
 """Points per window of the tutorial's protocol (each spans [s*pi, (s+1)*pi])."""
@@ -114,10 +115,12 @@ class DataConfig:
     frequency: tuple[float, float] = (0.5, 1.5)
     """Training range of the angular frequency. Only the product frequency * spacing, the phase
     step between points, reaches the model, so both ranges together set what it must handle."""
-    warmup: int = 3
-    """Leading points of each window left out of the loss and every metric: cos t is not a
-    function of one sin value, and with an unknown phase step three points are needed to fix it
-    (sin(t+d) + sin(t-d) = 2 sin t cos d). 0 scores every point, as the tutorial does."""
+    warmup: int = 2
+    """Leading points of each window left out of the loss and every metric: the points before
+    the first knowable one. cos t is not a function of one sin value; with the phase step d
+    unknown, three consecutive values s0, s1, s2 fix it at the third (2 cos d = (s0 + s2) / s1,
+    then cos t2 = (s2 cos d - s1) / sin d), so points 0 and 1 are left out and point 2 is the
+    first scored. 0 scores every point, as the tutorial does."""
     val: EvalSetConfig = EvalSetConfig(name="val", n=256)
     """The validation set: model selection and pruning look at it only."""
     tests: tuple[EvalSetConfig, ...] = (
@@ -190,6 +193,12 @@ class TrainConfig:
     """Windows per step (the tutorial protocol always uses 1)."""
     eval_every: int = 25
     """Steps between validation passes; also the pruner's reporting interval."""
+    schedule: str = "constant"
+    """Learning-rate schedule over ``steps``: ``constant`` keeps ``lr``; ``cosine`` decays it
+    from ``lr`` to 0 along half a cosine (torch's ``CosineAnnealingLR``), after the warm-up."""
+    lr_warmup_steps: int = 0
+    """Steps of linear learning-rate warm-up from lr/100 to ``lr`` before the schedule (torch's
+    ``LinearLR``); 0 for none. Not ``data.warmup``, which counts points of a window."""
     grad_clip: float = 1.0
     """Max gradient norm: recurrent nets explode now and then, and one bad step should not
     waste a trial. 0 disables clipping."""
@@ -209,6 +218,10 @@ class TrainConfig:
         _check(self.steps > 0, f"train.steps must be positive, got {self.steps}")
         _check(self.batch_size > 0, f"train.batch_size must be positive, got {self.batch_size}")
         _check(self.eval_every > 0, f"train.eval_every must be positive, got {self.eval_every}")
+        _check(self.schedule in SCHEDULES, f"unknown train.schedule {self.schedule!r} "
+               f"(valid: {', '.join(SCHEDULES)})")
+        _check(0 <= self.lr_warmup_steps < self.steps,
+               f"train.lr_warmup_steps must be in [0, steps), got {self.lr_warmup_steps}")
         _check(self.grad_clip >= 0, f"train.grad_clip must be >= 0, got {self.grad_clip}")
         _check_seed("train.seed", self.seed)
         _check(self.device in DEVICES,

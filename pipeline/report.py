@@ -22,6 +22,7 @@ The tracker is passed in; this module never imports mlflow or optuna.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -45,6 +46,7 @@ from pipeline.evaluation import (
     held_out_sets,
     retrain,
     tutorial_run,
+    zero_reference,
 )
 from pipeline.metrics import Spread, clearly_less, paired, summarize
 from pipeline.plots import comparison_figure, tutorial_figure
@@ -68,10 +70,12 @@ def summary_table(outcomes: Sequence, cfg: ExperimentConfig) -> str:
     head = ["cell", "best trial", "hidden", "lr", "val MSE", "test MSE",
             *(f"test {t}" for t in tests), "model version"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    zero = zero_reference(cfg)
     for o in outcomes:
         version = "-" if o.model_version is None else (
             f"{cfg.tracking.registry_prefix}-{o.cell} v{o.model_version}"
-            + (f" @{cfg.tracking.alias}" if o.champion_moved else ""))
+            + (f" @{cfg.tracking.alias}" if o.champion_moved else "")
+            + (" (no alias: not below zero)" if not o.val_mse < zero else ""))
         row = [o.cell, str(o.best_trial), str(o.best_params.get("hidden_size", "-")),
                _fmt(o.best_params.get("lr")), _fmt(o.val_mse), _fmt(o.test_mse.get("test/mse")),
                *(_fmt(o.test_mse.get(f"test/{t}/mse")) for t in tests), version]
@@ -139,23 +143,26 @@ def results_table(cfg: ExperimentConfig, cells: Sequence[CellResult],
                   baselines: dict[str, dict[str, float]]) -> str:
     """One row per cell (champion configuration, seed retrains) and one per baseline."""
     tests = [t.name for t in cfg.data.tests]
-    cliff_set = _stateful_name(cfg)
+    # No cliff column: the champions are trained on independent windows from a fresh state,
+    # so a jump at a window boundary of theirs measures that mismatch, not a cliff; the cliff
+    # is the tutorial protocol's, in its own table.
     head = ["model", "hidden", "lr", "val MSE", *(f"test {t}" for t in tests), "test mean",
-            f"cliff ({cliff_set})" if cliff_set else "cliff", "train s", "device"]
+            f"best step (of {cfg.train.steps})", "train s", "device"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cells:
-        cliff = seed_spread(c.seeds, f"test/{cliff_set}/cliff") if cliff_set else None
         seconds = _spread([r.seconds for r in c.seeds])
+        # The seeds' median step of best validation: near the end, training had not flattened.
+        best_step = int(np.median([r.best_step for r in c.seeds])) if c.seeds else None
         row = [c.cell, str(c.params.get("hidden_size", "-")), _fmt(c.params.get("lr")),
                _fmt(c.val_mse), *(_pm(seed_spread(c.seeds, f"test/{t}/mse")) for t in tests),
-               _pm(seed_spread(c.seeds, "test/mse")), _pm(cliff),
+               _pm(seed_spread(c.seeds, "test/mse")), str(best_step or "-"),
                _fmt(seconds.mean) if seconds else "-",
                ", ".join(sorted({r.device for r in c.seeds})) or "-"]
         lines.append("| " + " | ".join(row) + " |")
     for name, scores in baselines.items():
         row = [BASELINE_LABELS[name], "-", "-", _fmt(scores.get("val/mse")),
                *(_fmt(scores.get(f"test/{t}/mse")) for t in tests), _fmt(scores.get("test/mse")),
-               _fmt(scores.get(f"test/{cliff_set}/cliff")) if cliff_set else "-", "-", "-"]
+               "-", "-", "-"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -192,6 +199,15 @@ def differences(cfg: ExperimentConfig, cells: Sequence[CellResult],
         out.append(f"- **{t or 'mean of sets'}**: {order}. {verdict}. Baselines: "
                    f"{'; '.join(beats)}.")
     return out
+
+
+def refused_champions(outcomes: Sequence, zero_val: float, cfg: ExperimentConfig) -> list[str]:
+    """One line per study whose best model is no better than predicting zero on validation:
+    it was registered as a version, but ``tracking.promote`` did not give it the alias."""
+    return [f"{o.cell}: best val MSE {o.val_mse:.3g} is not below predicting zero "
+            f"({zero_val:.3g}); registered as v{o.model_version} without the alias "
+            f"@{cfg.tracking.alias}" for o in outcomes
+            if o.best_trial is not None and not o.val_mse < zero_val]
 
 
 # -- search space -----------------------------------------------------------------------------
@@ -371,20 +387,32 @@ def machine() -> str:
             f"{gpu}; Python {platform.python_version()}, torch {torch.__version__}")
 
 
+def scoring_note(cfg: ExperimentConfig) -> str:
+    """The one scoring every table of the report uses, said once."""
+    w = cfg.data.warmup
+    if not w:
+        return "Every MSE in this report scores every point of every window.\n"
+    return (f"Every MSE in this report, the tutorial protocol's runs included, is on this "
+            f"job's own sets and leaves out the first {w} point{'s' if w > 1 else ''} of each "
+            f"window (of the first window only where the state is carried across windows): "
+            f"point {w} is the first one whose cos the sin values before it can fix.\n")
+
+
 def render(cfg: ExperimentConfig, cells: Sequence[CellResult],
            baselines: dict[str, dict[str, float]], tut: TutorialResult | None,
-           warnings: Sequence[str], studies: str) -> str:
+           warnings: Sequence[str], studies: str, refused: Sequence[str] = ()) -> str:
     """The whole report as Markdown."""
     n_seeds = cfg.report.seeds
     parts = [
         f"# Report: {cfg.study.name}\n",
         f"Machine: {machine()}.\n",
+        scoring_note(cfg),
         f"Each cell's champion configuration (best hidden size and lr, chosen on validation "
         f"only, {cfg.study.n_trials} trials per study) retrained with {n_seeds} weight seeds "
         f"(train.seed + 1 ... + {n_seeds}), each tested once. Test MSE: mean ± half-width of "
-        "the 95% Student-t interval over those seeds. val MSE: the best trial's. The cliff is "
-        "the mean absolute jump of the prediction between the last point of one window and the "
-        "first of the next on consecutive windows (true jump 0). Baselines are deterministic.\n",
+        "the 95% Student-t interval over those seeds. val MSE: the best trial's. Baselines are "
+        "deterministic.\n",
+        *([("\n".join(f"- NO CHAMPION: {r}" for r in refused)) + "\n"] if refused else []),
         results_table(cfg, cells, baselines),
         "## Differences between cells\n",
         "Called only when the 95% interval of the difference of means (Welch) excludes 0.\n",
@@ -402,9 +430,12 @@ def render(cfg: ExperimentConfig, cells: Sequence[CellResult],
             f"{len(next(iter(tut.runs.values())))} seeds per cell. *In training*: the "
             "prediction the model made for each training window as it came, before the "
             "optimizer step on it (what the blog's red/blue figure shows). *After*: the final "
-            "weights run over the continuation windows from a fresh state. Step error: the "
+            "weights run over the continuation windows from a fresh state. The cliff is the "
+            "mean absolute jump of the prediction between the last point of one window and the "
+            "first of the next on consecutive windows (true jump 0). Step error: the "
             "same jump measure between neighbouring points inside windows, where a cliff is a "
-            "boundary effect only if it is larger.\n",
+            "boundary effect only if it is larger. Test MSE columns: the job's own test sets, "
+            "scored as every table here.\n",
             tutorial_table(tut),
             "| claim | verdict | evidence |\n|---|---|---|\n" + "".join(
                 f"| {c.claim} | **{c.verdict}** | {c.evidence} |\n"
@@ -475,6 +506,7 @@ def _cell_results(cfg: ExperimentConfig, outcomes: Sequence, tracker: Any,
         def body(run_id: str, runs: list[SeedRun] = runs, o: Any = o) -> None:
             tracker.log_params(run_id, {"cell": o.cell, **o.best_params, "seeds": seeds})
             _log_seeds(tracker, run_id, runs, lambda r: {"val/mse_best": r.val_mse,
+                                                         "val/best_step": r.best_step,
                                                          "train/seconds": r.seconds})
 
         _log_run(tracker, f"{o.cell}-seeds", o.study_run_id, "seeds", body, {"cell": o.cell},
@@ -482,17 +514,23 @@ def _cell_results(cfg: ExperimentConfig, outcomes: Sequence, tracker: Any,
     return cells
 
 
-def _tutorial(cfg: ExperimentConfig, tracker: Any, job_run_id: str) -> TutorialResult | None:
+def _tutorial(cfg: ExperimentConfig, tracker: Any, job_run_id: str,
+              sets: dict[str, Windows], baselines: dict[str, dict[str, float]]
+              ) -> TutorialResult | None:
+    """The tutorial's protocol, trained as the blog did, but scored as every table of the
+    report: on the job's own ``sets`` with the job's warm-up (one scoring, one name)."""
     if not cfg.report.tutorial_config or cfg.report.tutorial_seeds == 0:
         return None
     tcfg = load_config(resolve_path(cfg.report.tutorial_config),
                        {"train.device": cfg.train.device})
-    sets = held_out_sets(tcfg)
+    # The sets it is tested on are the job's: its config names them too.
+    tcfg = dataclasses.replace(tcfg, data=dataclasses.replace(tcfg.data, tests=cfg.data.tests))
     runs = {}
     for cell in cfg.study.cells:
         log.info("tutorial protocol: %s with %d seeds", cell, cfg.report.tutorial_seeds)
         ccfg = tcfg.replace({"model.cell": cell})
-        runs[cell] = [tutorial_run(ccfg, s, sets) for s in range(cfg.report.tutorial_seeds)]
+        runs[cell] = [tutorial_run(ccfg, s, sets, warmup=cfg.data.warmup)
+                      for s in range(cfg.report.tutorial_seeds)]
 
         def body(run_id: str, cell: str = cell, cell_runs: list[TutorialRun] = runs[cell]
                  ) -> None:
@@ -506,7 +544,7 @@ def _tutorial(cfg: ExperimentConfig, tracker: Any, job_run_id: str) -> TutorialR
 
         _log_run(tracker, f"tutorial-{cell}", job_run_id, "tutorial", body, {"cell": cell},
                  key=(ccfg, cfg.report.tutorial_seeds))
-    return TutorialResult(tcfg, runs, baseline_scores(tcfg, sets), baseline_train_cliffs(tcfg))
+    return TutorialResult(tcfg, runs, baselines, baseline_train_cliffs(tcfg))
 
 
 def _champion_predictions(cfg: ExperimentConfig, outcomes: Sequence, tracker: Any,
@@ -546,11 +584,14 @@ def job_report(cfg: ExperimentConfig, outcomes: Sequence, tracker: Any,
                  lambda run_id, scores=scores: tracker.log_metrics(run_id, scores),
                  {"baseline": name}, key=cfg.data)
     cells = _cell_results(cfg, outcomes, tracker, sets)
-    tut = _tutorial(cfg, tracker, job_run_id)
+    tut = _tutorial(cfg, tracker, job_run_id, sets, baselines)
     warnings = edge_warnings(outcomes, cfg)
     for line in warnings:
         log.warning("search space: %s", line)
-    text = render(cfg, cells, baselines, tut, warnings, summary_table(outcomes, cfg))
+    refused = refused_champions(outcomes, baselines["zero"]["val/mse"], cfg)
+    for line in refused:
+        log.warning("no champion: %s", line)
+    text = render(cfg, cells, baselines, tut, warnings, summary_table(outcomes, cfg), refused)
     tracker.log_text(job_run_id, text, "report.md")
     preds = _champion_predictions(cfg, outcomes, tracker, sets)
     tracker.log_figure(job_run_id, comparison_figure(

@@ -307,15 +307,26 @@ class Tracker:
         return info.model_uri
 
     def promote(self, name: str, model_uri: str, val_mse: float, alias: str,
-                tags: dict[str, str]) -> tuple[str, bool]:
-        """Registers ``model_uri`` under ``name`` and moves ``alias`` to it only if it beats the
-        current holder on validation and loads and predicts correctly shaped output.
+                tags: dict[str, str], reference: float = math.inf) -> tuple[str, bool]:
+        """Registers ``model_uri`` under ``name`` and moves ``alias`` to it only if it beats
+        ``reference`` (the zero baseline's validation MSE: a model worse than predicting 0 is no
+        champion, even the first) and the current holder on validation, and loads and predicts
+        correctly shaped output. A version refused for the reference is kept, tagged
+        ``alias_refused`` with the reason, and a warning says so.
 
         Returns:
             (the new version, whether the alias moved to it).
         """
         version = mlflow.register_model(model_uri, name, tags={"val_mse": str(val_mse), **tags})
         try:
+            if not val_mse < reference:
+                reason = (f"val MSE {val_mse:.3g} is not below the zero baseline's "
+                          f"{reference:.3g}")
+                self.client.set_model_version_tag(name, version.version, "alias_refused",
+                                                  reason)
+                log.warning("%s v%s registered, alias %s not set: %s", name, version.version,
+                            alias, reason)
+                return str(version.version), False
             current = self.champion(name, alias)
             best = float(current.tags.get("val_mse", "inf")) if current else math.inf
             if val_mse >= best:

@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pipeline import interrupts
 from pipeline.config import ExperimentConfig, ModelConfig, flatten, to_dict
 from pipeline.data import Windows, make_eval_set
+from pipeline.evaluation import zero_reference
 from pipeline.plots import prediction_figure
 from pipeline.storage import (  # noqa: F401 - the URL helpers are part of this API too
     STORAGE_SCHEMES,
@@ -506,7 +507,8 @@ def _register(cfg: ExperimentConfig, cell: str, study: optuna.Study, tracker: Tr
     version, moved = tracker.promote(
         name, model_uri, float(best.value), cfg.tracking.alias,
         tags={"test_mse": str(test.get("test/mse")), "study": study.study_name,
-              "run_id": best_run, "trial": str(best.number), "cell": cell})
+              "run_id": best_run, "trial": str(best.number), "cell": cell},
+        reference=zero_reference(cfg))
     study.set_user_attr("registered_trial", best.number)
     study.set_user_attr("registered_version", version)
     return version, moved

@@ -100,3 +100,13 @@ def test_missing_file_is_named(tmp_path):
 def test_unknown_override_key_is_refused():
     with pytest.raises(ConfigError, match="unknown key 'train.nope'"):
         load_config(ROOT / "experiments" / "smoke.yaml", {"train.nope": 1})
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"train.schedule": "step"}, "unknown train.schedule 'step'"),
+    ({"train.lr_warmup_steps": 400}, "train.lr_warmup_steps must be in"),
+    ({"train.lr_warmup_steps": -1}, "train.lr_warmup_steps must be in"),
+])
+def test_schedule_fields_are_checked(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        ExperimentConfig().replace(overrides)

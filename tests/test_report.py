@@ -14,6 +14,7 @@ from pipeline.report import (
     TutorialResult,
     differences,
     edge_warnings,
+    refused_champions,
     results_table,
     tutorial_claims,
 )
@@ -41,7 +42,7 @@ def _seed_runs(cfg, means: dict[str, float], spread: float) -> list[SeedRun]:
                   for t in cfg.data.tests}
         scores["test/mse"] = float(np.mean(list(scores.values())))
         scores["test/tutorial/cliff"] = 0.05
-        runs.append(SeedRun(seed, 0.01, scores, 1.0, "cpu"))
+        runs.append(SeedRun(seed, 0.01, scores, 1.0, "cpu", best_step=10 * seed))
     return runs
 
 
@@ -95,6 +96,24 @@ def test_results_table_has_a_row_per_cell_and_per_baseline(tiny_cfg) -> None:
     assert [r.split(" | ")[0] for r in rows] == ["| lstm", "| baseline: zero",
                                                  "| baseline: linear rule"]
     assert " ± " in rows[0]
+    # The champions are stateless models: their table has no cliff column.
+    assert "cliff" not in table.splitlines()[0]
+    # Where the best validation came, against the budget: has the curve flattened?
+    assert f"best step (of {tiny_cfg.train.steps})" in table.splitlines()[0]
+    assert rows[0].split(" | ")[-3] == "30"  # the median of the seeds
+
+
+def test_a_champion_worse_than_zero_is_named_in_the_report(tiny_cfg) -> None:
+    outcomes = [FakeOutcome("rnn", {"hidden_size": 8, "lr": 1e3}, val_mse=3e5,
+                            model_version="1"),
+                FakeOutcome("lstm", {"hidden_size": 8, "lr": 1e-2}, val_mse=0.01,
+                            model_version="1", champion_moved=True)]
+    (line,) = refused_champions(outcomes, 0.5, tiny_cfg)
+    assert line.startswith("rnn:") and "without the alias @champion" in line
+    from pipeline.report import summary_table
+
+    table = summary_table(outcomes, tiny_cfg)
+    assert "v1 (no alias: not below zero)" in table and "v1 @champion" in table
 
 
 @pytest.mark.parametrize(("rnn_cliff", "verdict"), [(0.2, "holds"), (0.02, "does not hold")])
@@ -130,6 +149,13 @@ def test_job_report_is_logged_on_the_job_run(tiny_cfg, tracking_store) -> None:
 
     client = MlflowClient()
     assert client.download_artifacts(job, "report.md") and "| gru |" in text
+    # One scoring: the linear rule's row reads the same in the results and tutorial tables.
+    rule_rows = [r for r in text.splitlines() if r.startswith("| baseline: linear rule")]
+    assert len(rule_rows) == 2
+    first = rule_rows[0].split(" | ")[4:4 + len(cfg.data.tests)]
+    second = rule_rows[1].split(" | ")[-1 - len(cfg.data.tests):-1]
+    assert first == second and all(float(v) < 1e-6 for v in first)
+    assert text.count("leaves out the first 2 points") == 1
     assert {a.path for a in client.list_artifacts(job, "report")} == {
         "report/comparison.png", "report/tutorial.png"}
     runs = client.search_runs([tracker.experiment_id])

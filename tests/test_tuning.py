@@ -141,6 +141,59 @@ def test_alias_moves_only_on_improvement(tiny_cfg, tracker, tmp_path):
     assert str(client.get_model_version_by_alias(name, "champion").version) == third.model_version
 
 
+def test_a_model_worse_than_zero_is_registered_but_refused_the_alias(tiny_cfg, tracker,
+                                                                      tmp_path, caplog):
+    """An lr of 1e3 trains to garbage (clipping keeps it finite): even as the first model it
+    gets a version, tagged with the reason, and no alias; a later sound model gets the alias."""
+    client = MlflowClient()
+    job, _ = tracker.job_run_id("job")
+    bad = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/a.db", "study.name": "a",
+                            "study.n_trials": 1, "study.lr": [1e3, 1e4]})
+    with caplog.at_level("WARNING", logger="pipeline.tracking"):
+        outcome = _study(bad, tracker, "rnn", job)
+    zero = tuning.zero_reference(bad)
+    assert outcome.val_mse >= zero  # the premise: worse than predicting 0
+    assert outcome.model_version == "1" and not outcome.champion_moved
+    version = client.get_model_version("sin2cos-rnn", "1")
+    assert "zero baseline" in version.tags["alias_refused"]
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias("sin2cos-rnn", "champion")
+    assert any("alias champion not set" in r.getMessage() for r in caplog.records)
+
+    good = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/b.db", "study.name": "b",
+                             "study.n_trials": 1, "train.steps": 40})
+    second = _study(good, tracker, "rnn", job)
+    assert second.val_mse < zero and second.champion_moved
+    assert str(client.get_model_version_by_alias("sin2cos-rnn", "champion").version) == "2"
+
+
+def test_promote_compares_with_the_reference_strictly(tracker, tmp_path, monkeypatch):
+    """The seam alone: at or above the reference the alias is never looked at or moved."""
+    calls = []
+    monkeypatch.setattr(mlflow, "register_model",
+                        lambda uri, name, tags: type("V", (), {"version": 7})())
+    monkeypatch.setattr(tracker.client, "set_model_version_tag",
+                        lambda *a: calls.append(("tag", a)))
+    monkeypatch.setattr(tracker, "champion", lambda *a: calls.append(("champion", a)))
+    assert tracker.promote("m", "runs:/x/model", 0.5, "champion", {}, reference=0.5) == ("7",
+                                                                                          False)
+    assert [c[0] for c in calls] == ["tag"]
+
+
+def test_same_config_twice_gives_the_same_trials(tiny_cfg, tracker, tmp_path):
+    """One worker is deterministic: the seeded sampler, data and weights make the same
+    trials, pruning decisions and values on fresh stores (what makes results reproducible)."""
+    job, _ = tracker.job_run_id("job")
+    seen = []
+    for name in ("a", "b"):
+        cfg = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/{name}.db",
+                                "study.name": name, "study.n_trials": 4})
+        _study(cfg, tracker, "gru", job)
+        study = optuna.load_study(study_name=f"{name}-gru", storage=cfg.study.storage)
+        seen.append([(t.state, t.params, t.value, t.intermediate_values) for t in study.trials])
+    assert len(seen[0]) == 4 and seen[0] == seen[1]
+
+
 def test_registered_champion_meets_the_contract(tiny_cfg, tracker, tmp_path):
     cfg = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/optuna.db",
                             "study.n_trials": 1})
