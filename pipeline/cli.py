@@ -159,7 +159,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from pipeline.report import job_report, summary_table
     from pipeline.tracking import Tracker
 
-    tracker = Tracker(cfg.tracking.experiment)
+    tracker = Tracker(cfg.tracking.experiment, entry_point="python -m pipeline tune")
     storage = tuning.make_storage(cfg.study.storage, cfg.study.heartbeat_interval,
                                   cfg.study.grace_period, tuning.mark_lost_runs(tracker))
     job_run, owned = tuning.job_run(tracker, cfg, storage, f"tune-{cfg.study.name}")
@@ -207,22 +207,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load(args, {"cell": "model.cell", "hidden_size": "model.hidden_size",
                       "lr": "train.lr", "device": "train.device"})
     _setup_torch(cfg)
+    from pipeline import records
     from pipeline.config import flatten, to_dict
     from pipeline.data import make_eval_set
     from pipeline.plots import prediction_figure
     from pipeline.tracking import Tracker
     from pipeline.train import build_model, fit, predict, resolve_device
 
-    tracker = Tracker(cfg.tracking.experiment)
-    name = f"train-{cfg.model.cell}-h{cfg.model.hidden_size}"
+    tracker = Tracker(cfg.tracking.experiment, entry_point="python -m pipeline train")
+    name = f"{cfg.model.cell}-train-h{cfg.model.hidden_size}"
     run_id, owned = tracker.job_run_id(name)
     with tracker.ending(run_id) if owned else contextlib.nullcontext():
-        tracker.log_params(run_id, {**flatten(cfg), "cell": cfg.model.cell,
-                                    "hidden_size": cfg.model.hidden_size, "lr": cfg.train.lr},
+        # One training run: its whole config is what it trained with (dotted names, once).
+        tracker.log_params(run_id, {k: v for k, v in flatten(cfg).items()
+                                    if not k.startswith("study.")},
                            tags={"device": str(resolve_device(cfg.train.device)),
                                  "cellstudy.level": "train"})
-        buffer = tracker.metric_buffer(run_id)
+        tracker.log_config(run_id, records.resolved_config(cfg))
         val = make_eval_set(cfg.data, cfg.data.val)
+        tracker.log_datasets(run_id, {"val": (val.x, val.y)}, "validation")
+        buffer = tracker.metric_buffer(run_id)
         try:
             result = fit(cfg, callbacks=[buffer, _progress_line(args.quiet), interrupts.callback],
                          val=val)
@@ -233,13 +237,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = build_model(cfg.model, result.state_dict)
         tracker.log_figure(run_id, prediction_figure(val, predict(model, val), cfg.data.warmup,
                                                      name, cfg.tracking.plot_windows),
-                           "plots/val_predictions.png")
+                           "val_predictions.png")
         tracker.log_checkpoint(run_id, result.state_dict, to_dict(cfg.model))
-        uri = tracker.log_model(run_id)
+        uri = tracker.log_model(run_id, name=name)
         if args.register:
             reg = f"{cfg.tracking.registry_prefix}-{cfg.model.cell}"
             version, moved = tracker.promote(reg, uri, result.best_val, cfg.tracking.alias,
                                              {"run_id": run_id, "cell": cfg.model.cell})
+            tracker.describe_model(reg, records.model_description(cfg.model.cell, reg,
+                                                                  cfg.tracking.alias))
             print(f"registered {reg} v{version}" + (f" as @{cfg.tracking.alias}" if moved else ""))
     print(f"{name}: val/mse_best {result.best_val:.4g} at step {result.best_step} on "
           f"{result.device} in {result.seconds:.1f} s; run {run_id}; model {uri}")
