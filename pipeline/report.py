@@ -63,12 +63,14 @@ def _fmt(value: float | None) -> str:
 def summary_table(outcomes: Sequence, cfg: ExperimentConfig) -> str:
     """A Markdown table of each study's best trial, its scores and its registry version."""
     tests = [t.name for t in cfg.data.tests]
-    head = ["cell", "best trial", "hidden", "lr", "val MSE", "test MSE",
+    head = ["cell", "best trial", "hidden", "lr", "val MSE", "test MSE, this model",
             *(f"test {t}" for t in tests), "model version"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for o in outcomes:
+        name = f"{cfg.tracking.registry_prefix}-{o.cell}"
+        # A link into the MLflow UI that shows report.md (its routes live after the '#').
         version = "-" if o.model_version is None else (
-            f"{cfg.tracking.registry_prefix}-{o.cell} v{o.model_version}"
+            f"[{name} v{o.model_version}](#/models/{name}/versions/{o.model_version})"
             + (f" @{cfg.tracking.alias}" if o.champion_moved else ""))
         row = [o.cell, str(o.best_trial), str(o.best_params.get("hidden_size", "-")),
                _fmt(o.best_params.get("lr")), _fmt(o.val_mse), _fmt(o.test_mse.get("test/mse")),
@@ -384,6 +386,7 @@ def render(cfg: ExperimentConfig, cells: Sequence[CellResult],
         "the mean absolute jump of the prediction between the last point of one window and the "
         "first of the next on consecutive windows (true jump 0). Baselines are deterministic.\n",
         results_table(cfg, cells, baselines),
+        f"![champions and baselines on the same held-out windows]({COMPARISON_FIGURE})\n",
         "## Differences between cells\n",
         "Called only when the 95% interval of the difference of means (Welch) excludes 0.\n",
         "\n".join(differences(cfg, cells, baselines)) + "\n",
@@ -404,11 +407,14 @@ def render(cfg: ExperimentConfig, cells: Sequence[CellResult],
             "same jump measure between neighbouring points inside windows, where a cliff is a "
             "boundary effect only if it is larger.\n",
             tutorial_table(tut),
+            f"![the tutorial's protocol: target and prediction during training]"
+            f"({TUTORIAL_FIGURE})\n",
             "| claim | verdict | evidence |\n|---|---|---|\n" + "".join(
                 f"| {c.claim} | **{c.verdict}** | {c.evidence} |\n"
                 for c in tutorial_claims(tut)),
         ]
-    parts += ["## Studies\n", studies]
+    parts += ["## Studies\n", "Each study's best trial, tested once: its test MSE is that one "
+              "registered model's, not the seed mean above.\n", studies]
     return "\n".join(parts)
 
 
