@@ -46,6 +46,7 @@ from pipeline.evaluation import (
 )
 from pipeline.metrics import Spread, clearly_less, paired, summarize
 from pipeline.plots import comparison_figure, tutorial_figure
+from pipeline.records import SEARCHED
 
 log = logging.getLogger(__name__)
 
@@ -466,7 +467,8 @@ def _cell_results(cfg: ExperimentConfig, outcomes: Sequence, tracker: Any,
         cells.append(CellResult(o.cell, dict(o.best_params), float(o.val_mse), runs))
 
         def body(run_id: str, runs: list[SeedRun] = runs, o: Any = o) -> None:
-            tracker.log_params(run_id, {"cell": o.cell, **o.best_params, "seeds": seeds})
+            tracker.log_params(run_id, {"model.cell": o.cell, "seeds": seeds, **{
+                SEARCHED.get(k, k): v for k, v in o.best_params.items()}})  # the trials' names
             _log_seeds(tracker, run_id, runs, lambda r: {"val/mse_best": r.val_mse,
                                                          "train/seconds": r.seconds})
 
