@@ -80,7 +80,9 @@ def _load_store(root: Path) -> Store:
     trial = min(trials, key=lambda r: int(r.data.tags["optuna.trial_number"]))
     model = client.search_registered_models()[0]
     alias = next(iter(model.aliases))
-    return Store(root, exp.experiment_id, job, studies, trial, trials, model.name, alias)
+    # Finished trials of every study, up to four: what a user selects to compare side by side.
+    finished = [r for r in level("trial") if r.info.status == "FINISHED"][:4]
+    return Store(root, exp.experiment_id, job, studies, trial, finished, model.name, alias)
 
 
 @pytest.fixture(scope="module")
