@@ -204,7 +204,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from pipeline.report import job_report, summary_table
     from pipeline.tracking import Tracker
 
-    tracker = Tracker(cfg.tracking.experiment)
+    tracker = Tracker(cfg.tracking.experiment, entry_point="python -m pipeline tune")
     storage = tuning.make_storage(cfg.study.storage, cfg.study.heartbeat_interval,
                                   cfg.study.grace_period, tuning.mark_lost_runs(tracker))
     if args.worker_index is not None:  # the parent made the job run; MLFLOW_RUN_ID names it
@@ -284,22 +284,26 @@ def cmd_train(args: argparse.Namespace) -> int:
                       "lr": "train.lr", "device": "train.device"})
     _preflight(cfg.replace({"study.cells": [cfg.model.cell]}), "train", registry=args.register)
     _setup_torch(cfg)
+    from pipeline import records
     from pipeline.config import flatten, to_dict
     from pipeline.data import make_eval_set
     from pipeline.plots import prediction_figure
     from pipeline.tracking import Tracker
     from pipeline.train import build_model, fit, predict, resolve_device
 
-    tracker = Tracker(cfg.tracking.experiment)
-    name = f"train-{cfg.model.cell}-h{cfg.model.hidden_size}"
+    tracker = Tracker(cfg.tracking.experiment, entry_point="python -m pipeline train")
+    name = f"{cfg.model.cell}-train-h{cfg.model.hidden_size}"
     run_id, owned = tracker.job_run_id(name)
     with tracker.ending(run_id) if owned else contextlib.nullcontext():
-        tracker.log_params(run_id, {**flatten(cfg), "cell": cfg.model.cell,
-                                    "hidden_size": cfg.model.hidden_size, "lr": cfg.train.lr},
+        # One training run: its whole config is what it trained with (dotted names, once).
+        tracker.log_params(run_id, {k: v for k, v in flatten(cfg).items()
+                                    if not k.startswith("study.")},
                            tags={"device": str(resolve_device(cfg.train.device)),
                                  "cellstudy.level": "train"})
-        buffer = tracker.metric_buffer(run_id)
+        tracker.log_config(run_id, records.resolved_config(cfg))
         val = make_eval_set(cfg.data, cfg.data.val)
+        tracker.log_datasets(run_id, {"val": (val.x, val.y)}, "validation")
+        buffer = tracker.metric_buffer(run_id)
         try:
             result = fit(cfg, callbacks=[buffer, _progress_line(args.quiet), interrupts.callback],
                          val=val)
@@ -310,9 +314,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = build_model(cfg.model, result.state_dict)
         tracker.log_figure(run_id, prediction_figure(val, predict(model, val), cfg.data.warmup,
                                                      name, cfg.tracking.plot_windows),
-                           "plots/val_predictions.png")
+                           "val_predictions.png")
         tracker.log_checkpoint(run_id, result.state_dict, to_dict(cfg.model))
-        uri = tracker.log_model(run_id)
+        uri = tracker.log_model(run_id, name=name)
         if args.register:
             reg = f"{cfg.tracking.registry_prefix}-{cfg.model.cell}"
             from pipeline.evaluation import zero_reference
@@ -321,6 +325,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             version, moved = tracker.promote(reg, uri, result.best_val, cfg.tracking.alias,
                                              {"run_id": run_id, "cell": cfg.model.cell},
                                              reference=zero)
+            tracker.describe_model(reg, records.model_description(cfg.model.cell, reg,
+                                                                  cfg.tracking.alias))
             refused = (f"; alias {cfg.tracking.alias} not set: val MSE {result.best_val:.3g} "
                        f"is not below predicting zero ({zero:.3g})"
                        if result.best_val >= zero else "")

@@ -50,6 +50,7 @@ from pipeline.evaluation import (
 )
 from pipeline.metrics import Spread, clearly_less, paired, summarize
 from pipeline.plots import comparison_figure, tutorial_figure
+from pipeline.records import SEARCHED
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,15 @@ def _fmt(value: float | None) -> str:
 def summary_table(outcomes: Sequence, cfg: ExperimentConfig) -> str:
     """A Markdown table of each study's best trial, its scores and its registry version."""
     tests = [t.name for t in cfg.data.tests]
-    head = ["cell", "best trial", "hidden", "lr", "val MSE", "test MSE",
+    head = ["cell", "best trial", "hidden", "lr", "val MSE", "test MSE, this model",
             *(f"test {t}" for t in tests), "model version"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     zero = zero_reference(cfg)
     for o in outcomes:
+        name = f"{cfg.tracking.registry_prefix}-{o.cell}"
+        # A link into the MLflow UI that shows report.md (its routes live after the '#').
         version = "-" if o.model_version is None else (
-            f"{cfg.tracking.registry_prefix}-{o.cell} v{o.model_version}"
+            f"[{name} v{o.model_version}](#/models/{name}/versions/{o.model_version})"
             + (f" @{cfg.tracking.alias}" if o.champion_moved else "")
             + (" (no alias: not below zero)" if not o.val_mse < zero else ""))
         row = [o.cell, str(o.best_trial), str(o.best_params.get("hidden_size", "-")),
@@ -414,6 +417,7 @@ def render(cfg: ExperimentConfig, cells: Sequence[CellResult],
         "deterministic.\n",
         *([("\n".join(f"- NO CHAMPION: {r}" for r in refused)) + "\n"] if refused else []),
         results_table(cfg, cells, baselines),
+        f"![champions and baselines on the same held-out windows]({COMPARISON_FIGURE})\n",
         "## Differences between cells\n",
         "Called only when the 95% interval of the difference of means (Welch) excludes 0.\n",
         "\n".join(differences(cfg, cells, baselines)) + "\n",
@@ -437,11 +441,14 @@ def render(cfg: ExperimentConfig, cells: Sequence[CellResult],
             "boundary effect only if it is larger. Test MSE columns: the job's own test sets, "
             "scored as every table here.\n",
             tutorial_table(tut),
+            f"![the tutorial's protocol: target and prediction during training]"
+            f"({TUTORIAL_FIGURE})\n",
             "| claim | verdict | evidence |\n|---|---|---|\n" + "".join(
                 f"| {c.claim} | **{c.verdict}** | {c.evidence} |\n"
                 for c in tutorial_claims(tut)),
         ]
-    parts += ["## Studies\n", studies]
+    parts += ["## Studies\n", "Each study's best trial, tested once: its test MSE is that one "
+              "registered model's, not the seed mean above.\n", studies]
     return "\n".join(parts)
 
 
@@ -504,7 +511,8 @@ def _cell_results(cfg: ExperimentConfig, outcomes: Sequence, tracker: Any,
         cells.append(CellResult(o.cell, dict(o.best_params), float(o.val_mse), runs))
 
         def body(run_id: str, runs: list[SeedRun] = runs, o: Any = o) -> None:
-            tracker.log_params(run_id, {"cell": o.cell, **o.best_params, "seeds": seeds})
+            tracker.log_params(run_id, {"model.cell": o.cell, "seeds": seeds, **{
+                SEARCHED.get(k, k): v for k, v in o.best_params.items()}})  # the trials' names
             _log_seeds(tracker, run_id, runs, lambda r: {"val/mse_best": r.val_mse,
                                                          "val/best_step": r.best_step,
                                                          "train/seconds": r.seconds})

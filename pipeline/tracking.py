@@ -32,7 +32,14 @@ import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
+from mlflow.utils.mlflow_tags import (  # noqa: E402
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_GIT_DIRTY,
+    MLFLOW_PARENT_RUN_ID,
+    MLFLOW_PROJECT_ENTRY_POINT,
+    MLFLOW_RUN_NAME,
+    MLFLOW_RUN_NOTE,
+)
 
 from pipeline import secrets, serving  # noqa: E402
 
@@ -46,6 +53,13 @@ CHECKPOINT_DIR = "checkpoint"
 """Artifact folder of each completed trial's best weights, so the study's best model can be
 logged later by any worker, from any process."""
 _BATCH_LIMIT = 1000  # log_batch takes at most 1000 metrics per call
+LIVE_FLUSH_SECONDS = 5.0
+"""How often a training run's buffered metrics are written while it trains, so its curves
+grow in the UI: one ``log_batch`` per 5 s costs well under 1% of the time."""
+CONFIG_ARTIFACT = "config.yaml"
+"""The resolved config of a run, on every level (job, study, trial)."""
+_INHERITED_PREFIXES = ("mlflow.source.", "mlflow.project.", "mlflow.user", "mlflow.gitRepoURL")
+"""Tags of the project's run (under ``mlflow run``) that its nested runs carry too."""
 
 
 def pip_requirements() -> list[str]:
@@ -57,22 +71,34 @@ def pip_requirements() -> list[str]:
 
 
 class MetricBuffer:
-    """A training callback that keeps (step, metrics) in memory and writes them in one
-    ``log_batch``: one ``log_metric`` call per value costs about 3 ms on SQLite."""
+    """A training callback that keeps (step, metrics) in memory and writes them in batches:
+    one ``log_metric`` call per value costs about 3 ms on SQLite. What is pending is written
+    every ``every`` seconds while training goes on (live curves in the UI), and by ``flush``.
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
-        self.client, self.run_id = client, run_id
+    Args:
+        client: the tracking client.
+        run_id: the run the metrics belong to.
+        every: seconds between writes while training; 0 writes at every callback.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str,
+                 every: float = LIVE_FLUSH_SECONDS) -> None:
+        self.client, self.run_id, self.every = client, run_id, every
         self.pending: list[Metric] = []
+        self._last = time.monotonic()
 
     def __call__(self, step: int, metrics: dict[str, float]) -> None:
         now = int(time.time() * 1000)
         self.pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        if time.monotonic() - self._last >= self.every:
+            self.flush()
 
     def flush(self) -> None:
         """Writes everything pending; safe to call more than once."""
         for i in range(0, len(self.pending), _BATCH_LIMIT):
             self.client.log_batch(self.run_id, metrics=self.pending[i : i + _BATCH_LIMIT])
         self.pending = []
+        self._last = time.monotonic()
 
 
 class Tracker:
@@ -80,10 +106,15 @@ class Tracker:
 
     Args:
         experiment: experiment name; under ``mlflow run`` the project run's experiment is used.
+        entry_point: what started the runs (e.g. ``python -m pipeline tune``), recorded as
+            ``mlflow.project.entryPoint`` where ``mlflow run`` did not set it.
     """
 
-    def __init__(self, experiment: str) -> None:
+    def __init__(self, experiment: str, entry_point: str | None = None) -> None:
         self.client = MlflowClient()
+        self.entry_point = entry_point
+        self._provenance: dict[str, str] | None = None
+        self._datasets: dict[tuple[str, int], tuple[np.ndarray, Any]] = {}
         # Under `mlflow run` the project's run already exists and names the experiment.
         self.project_run_id = os.environ.get("MLFLOW_RUN_ID")
         if self.project_run_id:
@@ -101,8 +132,12 @@ class Tracker:
 
     def start_run(self, name: str, parent_run_id: str | None = None,
                   tags: dict[str, str] | None = None) -> str:
-        """Creates a RUNNING run, nested under ``parent_run_id`` when given; returns its id."""
-        all_tags = {MLFLOW_RUN_NAME: name, WORKER_TAG: _worker(), **(tags or {})}
+        """Creates a RUNNING run, nested under ``parent_run_id`` when given; returns its id.
+
+        The run carries the provenance tags fluent ``mlflow.start_run`` would give it (see
+        ``provenance``): runs made through the client get none of them otherwise."""
+        all_tags = {**self.provenance(), MLFLOW_RUN_NAME: name, WORKER_TAG: _worker(),
+                    **(tags or {})}
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
@@ -137,6 +172,33 @@ class Tracker:
             log.warning("%d run(s) of dead workers ended FAILED", len(ended))
         return ended
 
+    def provenance(self) -> dict[str, str]:
+        """Where this process's runs come from: MLflow's own run context providers (source
+        name and type, user, git commit, branch and repository; what fluent ``start_run``
+        adds), the project run's source and entry point under ``mlflow run``, whether the git
+        checkout had uncommitted changes, and the entry point. Resolved once per process."""
+        if self._provenance is None:
+            from mlflow.tracking.context.registry import resolve_tags
+
+            tags = {k: v for k, v in resolve_tags().items() if k != MLFLOW_RUN_NAME}
+            if self.project_run_id:
+                project = self.client.get_run(self.project_run_id).data.tags
+                tags.update({k: v for k, v in project.items()
+                             if k.startswith(_INHERITED_PREFIXES)})
+            if MLFLOW_GIT_COMMIT not in tags:  # started from elsewhere (a notebook, pytest):
+                tags.update(_package_git())     # the checkout of the code that runs is what counts
+            dirty = _git_dirty(Path(__file__).parent) if MLFLOW_GIT_COMMIT in tags else None
+            if dirty is not None:
+                tags[MLFLOW_GIT_DIRTY] = str(dirty).lower()
+            if self.entry_point:
+                tags.setdefault(MLFLOW_PROJECT_ENTRY_POINT, self.entry_point)
+            self._provenance = tags
+        return self._provenance
+
+    def describe(self, run_id: str, markdown: str) -> None:
+        """Sets the run's description (the UI's Description box, ``mlflow.note.content``)."""
+        self.client.set_tag(run_id, MLFLOW_RUN_NOTE, markdown)
+
     def job_run_id(self, name: str) -> tuple[str, bool]:
         """The job's run: the project's run under ``mlflow run``, else a new one.
 
@@ -145,6 +207,9 @@ class Tracker:
         """
         if self.project_run_id:
             self.client.set_tag(self.project_run_id, MLFLOW_RUN_NAME, name)
+            if MLFLOW_GIT_DIRTY in self.provenance():  # the one tag `mlflow run` does not set
+                self.client.set_tag(self.project_run_id, MLFLOW_GIT_DIRTY,
+                                    self.provenance()[MLFLOW_GIT_DIRTY])
             return self.project_run_id, False
         return self.start_run(name, tags={"cellstudy.level": "job"}), True
 
@@ -195,21 +260,59 @@ class Tracker:
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(v)]
         self.client.log_batch(run_id, metrics=batch)
 
-    def metric_buffer(self, run_id: str) -> MetricBuffer:
-        return MetricBuffer(self.client, run_id)
+    def metric_buffer(self, run_id: str, every: float = LIVE_FLUSH_SECONDS) -> MetricBuffer:
+        """A training callback that writes the run's stepped metrics every ``every`` s."""
+        return MetricBuffer(self.client, run_id, every)
 
-    def log_figure(self, run_id: str, figure: Any, path: str, background: bool = False) -> None:
+    def log_config(self, run_id: str, config: dict[str, Any]) -> None:
+        """Logs the resolved config as the run's ``config.yaml`` artifact."""
+        self.client.log_dict(run_id, config, CONFIG_ARTIFACT)
+
+    def log_datasets(self, run_id: str, datasets: dict[str, tuple[np.ndarray, np.ndarray]],
+                     context: str) -> None:
+        """Records the data a run used as MLflow datasets (name, digest, shape), in one call.
+
+        Args:
+            run_id: the run.
+            datasets: name -> (sin inputs, cos targets).
+            context: what the run used them for: ``validation`` or ``test``.
+        """
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        inputs = [DatasetInput(self._dataset(name, x, y),
+                               tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+                  for name, (x, y) in datasets.items()]
+        self.client.log_inputs(run_id, datasets=inputs)
+
+    def _dataset(self, name: str, x: np.ndarray, y: np.ndarray) -> Any:
+        """The dataset entity of (x, y), made once per array: its digest hashes the data."""
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.numpy_dataset import from_numpy
+
+        key = (name, id(x))
+        if key not in self._datasets:
+            dataset = from_numpy(x, targets=y, name=name,
+                                 source=CodeDatasetSource(self.provenance()))
+            self._datasets[key] = (x, dataset._to_mlflow_entity())  # x kept: its id stays unique
+        return self._datasets[key][1]
+
+    def log_figure(self, run_id: str, figure: Any, path: str, background: bool = False,
+                   tight: bool = False) -> None:
         """Renders ``figure`` (a Figure, or a callable that makes one) to PNG and logs it as an
         artifact of ``run_id``.
 
         Building and rendering a figure costs 0.3-0.5 s, a fifth of a default trial: with
         ``background`` both happen in this tracker's figure thread, overlapping the next
         trial's training (torch releases the GIL inside its kernels, so one thread draws while
-        the other trains). ``wait_for_figures`` waits for them.
+        the other trains). ``wait_for_figures`` waits for them. ``tight`` saves the bounding
+        box of everything drawn, so labels that stick out (Optuna's) are not clipped.
         """
+        save_kwargs = {"bbox_inches": "tight"} if tight else None
 
         def log() -> None:
-            self.client.log_figure(run_id, figure() if callable(figure) else figure, path)
+            self.client.log_figure(run_id, figure() if callable(figure) else figure, path,
+                                   save_kwargs=save_kwargs)
 
         if background:
             self._pending.append(self._figures.submit(log))
@@ -234,29 +337,30 @@ class Tracker:
                        sampling_interval: float = 10.0) -> Iterator[bool]:
         """Logs MLflow's system metrics (CPU, memory, and GPU utilisation and memory through
         ``nvidia-ml-py``) to ``run_id`` while the block runs, so the UI shows how busy the card
-        was. MLflow's own ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true`` turns it on anywhere.
+        was. MLflow's public switches turn it on: ``log_system_metrics`` of fluent
+        ``start_run`` (resuming ``run_id``) here, and ``mlflow.enable_system_metrics_logging()``
+        or ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true`` anywhere.
+
+        Fluent ``start_run`` ends the run it resumed when the block ends; the caller's
+        ``ending`` then sets the status the whole run earned.
 
         Yields:
             Whether a monitor runs (False where disabled or ``psutil`` is missing).
         """
         from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING
 
-        monitor = None
-        if enabled or MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.get():
-            try:
-                from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-                monitor = SystemMetricsMonitor(run_id, sampling_interval=sampling_interval,
-                                               resume_logging=True)
-                monitor.start()
-            except Exception as err:  # psutil missing, no NVML: the study goes on without
-                log.warning("system metrics not logged: %s", err)
-                monitor = None
+        if not (enabled or MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.get()):
+            yield False
+            return
+        mlflow.set_system_metrics_sampling_interval(sampling_interval)
         try:
-            yield monitor is not None
-        finally:
-            if monitor is not None:
-                monitor.finish()
+            import psutil  # noqa: F401 - what every system metric needs
+        except ImportError as err:
+            log.warning("system metrics not logged: %s", err)
+            yield False
+            return
+        with mlflow.start_run(run_id=run_id, nested=True, log_system_metrics=True):
+            yield True
 
     # -- checkpoints and models ---------------------------------------------------------------
 
@@ -278,8 +382,12 @@ class Tracker:
             state = torch.load(local / "weights.pt", map_location="cpu", weights_only=True)
             return state, json.loads((local / "model_config.json").read_text())
 
-    def log_model(self, run_id: str, dst: Path | None = None) -> str:
+    def log_model(self, run_id: str, name: str = "model") -> str:
         """Logs the run's checkpoint as a pyfunc model with a (-1, -1, 1) float32 signature.
+
+        Args:
+            run_id: the run holding the checkpoint.
+            name: the logged model's name, what the UI lists it by (e.g. ``lstm-trial-7``).
 
         Returns:
             The model URI.
@@ -290,16 +398,20 @@ class Tracker:
         spec = Schema([TensorSpec(np.dtype(np.float32), (-1, -1, 1))])
         with tempfile.TemporaryDirectory() as tmp:
             local = self.client.download_artifacts(run_id, CHECKPOINT_DIR, tmp)
+            code = serving.shipped_code(Path(tmp) / "code")
+            # A logged model belongs to the active experiment, not its run's: without this
+            # it lands in Default, out of sight of the experiment's Models tab.
+            mlflow.set_experiment(experiment_id=self.experiment_id)
             info = Model.log(
                 artifact_path=None,
-                name="model",
+                name=name,
                 flavor=mlflow.pyfunc,
                 run_id=run_id,
                 python_model=serving.__file__,
                 artifacts={serving.WEIGHTS: f"{local}/weights.pt",
                            serving.MODEL_CONFIG: f"{local}/model_config.json"},
-                # The wrapper imports the package: ship it inside the model.
-                code_paths=[str(Path(__file__).parent)],
+                # Only the serving code, under a name of its own (serving.py says why).
+                code_paths=[str(code)],
                 signature=ModelSignature(inputs=spec, outputs=spec),
                 input_example=np.sin(np.linspace(0, 3, 10, dtype=np.float32))[None, :, None],
                 pip_requirements=pip_requirements(),
@@ -341,6 +453,13 @@ class Tracker:
             self._drop_version(name, version.version)
             raise
         return str(version.version), True
+
+    def describe_model(self, name: str, description: str, version: str | None = None) -> None:
+        """Sets the Markdown description of a registered model, or of one of its versions."""
+        if version is None:
+            self.client.update_registered_model(name, description=description)
+        else:
+            self.client.update_model_version(name, version, description=description)
 
     def _drop_version(self, name: str, version: str) -> None:
         try:
@@ -519,6 +638,28 @@ def _check_loads(uri: str) -> None:
 
 def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+
+def _package_git() -> dict[str, str]:
+    """Git commit, branch and repository of this package's checkout, as MLflow's own git
+    context provider reads them for the entry file; empty outside a checkout."""
+    from mlflow.utils.git_utils import get_git_branch, get_git_commit, get_git_repo_url
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_BRANCH, MLFLOW_GIT_REPO_URL
+
+    path = str(Path(__file__).parent)
+    found = {MLFLOW_GIT_COMMIT: get_git_commit(path), MLFLOW_GIT_BRANCH: get_git_branch(path),
+             MLFLOW_GIT_REPO_URL: get_git_repo_url(path)}
+    return {k: v for k, v in found.items() if v}
+
+
+def _git_dirty(path: Path) -> bool | None:
+    """Whether the git checkout holding ``path`` has uncommitted changes to tracked files
+    (GitPython, which MLflow itself uses), or None outside a checkout."""
+    try:
+        import git
+
+        return git.Repo(path, search_parent_directories=True).is_dirty(untracked_files=False)
+    except Exception:  # no git, not a checkout: no flag rather than a wrong one
+        return None
 
 
 def _param_value(value: Any) -> str:

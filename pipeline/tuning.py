@@ -23,8 +23,8 @@ import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
-from pipeline import interrupts
-from pipeline.config import ExperimentConfig, ModelConfig, flatten, to_dict
+from pipeline import interrupts, records
+from pipeline.config import ExperimentConfig, ModelConfig, to_dict
 from pipeline.data import Windows, make_eval_set
 from pipeline.evaluation import zero_reference
 from pipeline.plots import prediction_figure
@@ -66,9 +66,17 @@ RESERVED_ATTR = "cellstudy.reserved_at"
 RESERVATION_SECONDS = 60.0
 """A claim not taken up within this time was left by a worker that died before starting its
 trial: it no longer counts, and the next worker runs that queued trial instead."""
+METRIC_NAME = "val/mse_best"
+"""What a trial's objective value is; named on the study so Optuna's plots and optuna-dashboard
+label their axes with it instead of "Objective Value"."""
 FAIL_ATTR = "fail_reason"
 """Set on trials that failed on their own (divergence, out of memory): they count toward the
 total, while interrupted or stale trials do not and are run again on resume."""
+
+
+PREDICTION_PLOT = "val_predictions.png"
+"""Each trial's prediction plot, at the top of its artifacts: MLflow 3.17's compare view shows
+only top-level artifacts side by side."""
 
 
 @dataclass(frozen=True)
@@ -142,10 +150,15 @@ def open_study(cfg: ExperimentConfig, cell: str,
                                            n_warmup_steps=cfg.study.pruner_warmup_steps),
     )
     try:
-        return optuna.create_study(load_if_exists=True, **kwargs)
+        study = optuna.create_study(load_if_exists=True, **kwargs)
     except Exception:  # another worker created it between our look and our insert
-        return optuna.load_study(**{k: kwargs[k] for k in ("study_name", "storage", "sampler",
-                                                           "pruner")})
+        study = optuna.load_study(**{k: kwargs[k] for k in ("study_name", "storage", "sampler",
+                                                            "pruner")})
+    if study.metric_names is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAME])
+    return study
 
 
 def counted_trials(study: optuna.Study) -> int:
@@ -199,9 +212,10 @@ class Objective:
         trial.set_user_attr(RUN_ID_ATTR, run_id)
         with tracker.ending(run_id, killed_on=(optuna.TrialPruned,)):
             device = str(resolve_device(cfg.train.device))
-            tracker.log_params(run_id, {**loggable_params(cfg), "cell": self.cell,
-                                        "hidden_size": cfg.model.hidden_size, "lr": cfg.train.lr},
+            tracker.log_params(run_id, records.trial_params(cfg, self.cfg),
                                tags={"device": device})
+            tracker.log_config(run_id, records.resolved_config(cfg, mask_url))
+            tracker.log_datasets(run_id, {"val": (self.val.x, self.val.y)}, "validation")
             buffer = tracker.metric_buffer(run_id)
             try:
                 # interrupts.callback last: a signal stops training after the pruner's report.
@@ -222,7 +236,7 @@ class Objective:
                      f" - val MSE {result.best_val:.2e}")
             tracker.log_figure(run_id, functools.partial(
                 prediction_figure, self.val, pred, cfg.data.warmup, title,
-                cfg.tracking.plot_windows), "plots/val_predictions.png", background=True)
+                cfg.tracking.plot_windows), PREDICTION_PLOT, background=True)
             tracker.log_checkpoint(run_id, result.state_dict, to_dict(cfg.model))
         return result.best_val
 
@@ -244,11 +258,6 @@ def _pruning(trial: optuna.Trial,
             raise optuna.TrialPruned(f"pruned at step {step} with val/mse_best {best:.3g}")
 
     return callback
-
-
-def loggable_params(cfg: ExperimentConfig) -> dict[str, object]:
-    """The flattened config as MLflow params, with the storage URL's password masked."""
-    return {**flatten(cfg), "study.storage": mask_url(cfg.study.storage)}
 
 
 def mark_lost_runs(tracker: Tracker) -> Callable[[optuna.Study, FrozenTrial], None]:
@@ -289,7 +298,10 @@ def job_run(tracker: Tracker, cfg: ExperimentConfig, storage: optuna.storages.Ba
             tracker.client.update_run(run_id, status="RUNNING")
         else:
             run_id, owned = tracker.job_run_id(name)
-            tracker.log_params(run_id, loggable_params(cfg), tags={"cellstudy.level": "job"})
+            tracker.log_params(run_id, records.base_params(cfg, mask_url),
+                               tags={"cellstudy.level": "job"})
+            tracker.log_config(run_id, records.resolved_config(cfg, mask_url))
+            tracker.describe(run_id, records.job_description(cfg, name))
         for study in studies:
             if JOB_RUN_ATTR not in study.user_attrs:
                 study.set_user_attr(JOB_RUN_ATTR, run_id)
@@ -326,11 +338,15 @@ def study_run(tracker: Tracker, study: optuna.Study, cfg: ExperimentConfig, cell
         if run_id:
             tracker.client.update_run(run_id, status="RUNNING")
             return run_id
-        run_id = tracker.start_run(study.study_name, parent_run_id=job_run_id,
+        # The cell first: the runs list cuts long names, and the cell is what tells them apart.
+        run_id = tracker.start_run(f"{cell}-study-{cfg.study.name}", parent_run_id=job_run_id,
                                    tags={"optuna.study": study.study_name, "cell": cell,
                                          "cellstudy.level": "study"})
-        tracker.log_params(run_id, {**flatten(cfg.study), "cell": cell,
-                                    "storage": mask_url(cfg.study.storage)})
+        tracker.log_params(run_id, records.study_params(cfg, cell, mask_url))
+        tracker.log_config(run_id, records.resolved_config(cfg.replace({"model.cell": cell}),
+                                                           mask_url))
+        tracker.describe(run_id, records.study_description(cfg, cell, study.study_name,
+                                                           METRIC_NAME))
         study.set_user_attr(RUN_ID_ATTR, run_id)
     return run_id
 
@@ -381,6 +397,7 @@ def _run_to_total(study: optuna.Study, objective: Objective, total: int, poll: f
         _fail_stale(study)
         if _claim(study, total, lock_url):
             study.optimize(objective, n_trials=1, catch=(DivergedError, OutOfMemory))
+            _one_log_line_each()
             continue
         # Claimed but not yet started counts as running: its worker is about to start it.
         running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,
@@ -428,6 +445,14 @@ def _claimed(trial: FrozenTrial, now: float) -> bool:
     return now - trial.user_attrs.get(RESERVED_ATTR, 0.0) < RESERVATION_SECONDS
 
 
+def _one_log_line_each() -> None:
+    """Optuna's progress bar turns Optuna's own log handler back on when it closes, even where
+    it was turned off for Optuna's records to reach the root logger's handlers (as the CLI
+    does): each line would then print twice, ``[I ...]`` and ``INFO optuna...``."""
+    if logging.getLogger("optuna").propagate:
+        optuna.logging.disable_default_handler()
+
+
 def _has_heartbeats(study: optuna.Study) -> bool:
     # Public since Optuna 2.9 on heartbeat storages; the journal storage has none.
     interval = getattr(study._storage, "get_heartbeat_interval", lambda: None)()
@@ -459,8 +484,8 @@ def finish_study(cfg: ExperimentConfig, cell: str, study: optuna.Study, tracker:
                                          "best_lr": str(best.params["lr"])})
     tracker.log_metrics(run_id, {**summary, "trials/complete": len(complete),
                                  "trials/total": len(study.trials)})
-    for path, fig in study_figures(study):
-        tracker.log_figure(run_id, fig, path)
+    for path, fig in study_figures(study, cell):
+        tracker.log_figure(run_id, fig, path, tight=True)
     version, moved = _register(cfg, cell, study, tracker, best, best_run, test)
     study.set_user_attr(FINALIZED_ATTR, len(study.trials))
     return StudyOutcome(cell, study.study_name, run_id, best.number, dict(best.params),
@@ -494,6 +519,9 @@ def _test_once(cfg: ExperimentConfig, tracker: Tracker, best: FrozenTrial,
               for spec in cfg.data.tests}
     scores["test/mse"] = sum(scores.values()) / len(scores)
     tracker.log_metrics(best_run, scores)
+    tracker.log_datasets(best_run, {spec.name: (ws.x, ws.y) for spec, ws in
+                                    ((spec, make_eval_set(cfg.data, spec))
+                                     for spec in cfg.data.tests)}, "test")
     return scores
 
 
@@ -502,33 +530,43 @@ def _register(cfg: ExperimentConfig, cell: str, study: optuna.Study, tracker: Tr
     """Logs the best trial's model and offers it for the alias, once per best trial."""
     if study.user_attrs.get("registered_trial") == best.number:
         return study.user_attrs.get("registered_version"), False
-    model_uri = tracker.log_model(best_run)
+    model_uri = tracker.log_model(best_run, name=f"{cell}-trial-{best.number}")
     name = f"{cfg.tracking.registry_prefix}-{cell}"
+    # The version's test MSE is this one model's (one seed); report.md's is the mean of the
+    # champion configuration retrained over seeds: each is named for what it is.
     version, moved = tracker.promote(
         name, model_uri, float(best.value), cfg.tracking.alias,
-        tags={"test_mse": str(test.get("test/mse")), "study": study.study_name,
+        tags={"test_mse_this_model": str(test.get("test/mse")), "study": study.study_name,
               "run_id": best_run, "trial": str(best.number), "cell": cell},
         reference=zero_reference(cfg))
+    tracker.describe_model(name, records.model_description(cell, name, cfg.tracking.alias))
+    params = {records.SEARCHED.get(k, k): v for k, v in best.params.items()}
+    tracker.describe_model(name, records.version_description(
+        study.study_name, best.number, best_run, float(best.value), test, params), version)
     study.set_user_attr("registered_trial", best.number)
     study.set_user_attr("registered_version", version)
     return version, moved
 
 
-def study_figures(study: optuna.Study) -> list[tuple[str, object]]:
-    """Optuna's own matplotlib plots of the study, as (artifact path, figure)."""
+def study_figures(study: optuna.Study, cell: str = "") -> list[tuple[str, object]]:
+    """Optuna's own matplotlib plots of the study, as (artifact path, figure), each titled
+    with the cell and the study's metric (set by ``open_study``) on its value axis."""
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
-    plots = [("plots/optimization_history.png", lambda: ovm.plot_optimization_history(study)),
+    metric = (study.metric_names or [METRIC_NAME])[0]
+    plots = [("plots/optimization_history.png",
+              lambda: ovm.plot_optimization_history(study, target_name=metric)),
              ("plots/contour_hidden_size_lr.png",
-              lambda: ovm.plot_contour(study, params=["hidden_size", "lr"])),
-             ("plots/slice.png", lambda: ovm.plot_slice(study))]
+              lambda: ovm.plot_contour(study, params=["hidden_size", "lr"],
+                                       target_name=metric)),
+             ("plots/slice.png", lambda: ovm.plot_slice(study, target_name=metric))]
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     # fANOVA on a handful of points says nothing, and its import of scikit-learn costs about
     # 5 s a process: a smoke study gets no importance plot.
     if len(complete) >= MIN_TRIALS_FOR_IMPORTANCE:
         plots.append(("plots/param_importances.png",
-                      lambda: ovm.plot_param_importances(study)))
+                      lambda: ovm.plot_param_importances(study)))  # reads metric_names
     out = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # these plots are flagged experimental
@@ -538,7 +576,32 @@ def study_figures(study: optuna.Study) -> list[tuple[str, object]]:
             except (ValueError, RuntimeError) as err:  # e.g. importances need 2+ trials
                 log.info("skipping %s: %s", path, err)
                 continue
-            ax = axes.flat[0] if hasattr(axes, "flat") else axes
-            out.append((path, ax.figure))
+            out.append((path, _titled(axes, f"{cell} study" if cell else study.study_name,
+                                      metric)))
     plt.close("all")
     return out
+
+
+def _titled(axes: Any, prefix: str, metric: str) -> Any:
+    """The figure of Optuna's ``axes``, its title led by ``prefix`` (the cell), the metric
+    named on an axis, laid out so that no label is cut (Optuna sizes its figures before
+    drawing long tick labels)."""
+    first = axes.flat[0] if hasattr(axes, "flat") else axes
+    fig = first.figure
+    if not any(metric in a.get_xlabel() + a.get_ylabel() for a in fig.axes):
+        first.set_xlabel(f"{first.get_xlabel()} ({metric})")  # the importances' bars
+    from matplotlib.ticker import NullFormatter
+
+    for ax in fig.axes:  # log axes label their minor ticks too, over each other on a narrow one
+        if ax.get_xscale() == "log":
+            ax.xaxis.set_minor_formatter(NullFormatter())
+    if hasattr(axes, "flat"):  # one panel per param, titled by the figure's suptitle
+        # Wider panels, and no tight_layout: it would lay the panels over the colorbar that
+        # Optuna took their space for; saving with bbox_inches="tight" keeps labels whole.
+        fig.set_size_inches(4.5 * len(axes.flat) + 1.5, 4.5)
+        fig.suptitle(f"{prefix}: {fig.get_suptitle()}")
+    else:
+        axes.set_title(f"{prefix}: {axes.get_title(loc='left') or axes.get_title()}", loc="left")
+        axes.set_title("")
+        fig.tight_layout()
+    return fig

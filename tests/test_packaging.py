@@ -33,6 +33,16 @@ def test_core_dependencies_are_the_few_we_name():
     assert "plotly" not in names
 
 
+def test_system_metrics_dependencies_are_in_both_environments():
+    """MLflow's system metrics need psutil (CPU, memory) and nvidia-ml-py (GPU): the conda
+    environment of `mlflow run .` must have them as the venv does."""
+    conda = yaml.safe_load((ROOT / "conda.yaml").read_text())
+    (pip_list,) = [d["pip"] for d in conda["dependencies"] if isinstance(d, dict)]
+    for deps in (pip_list, _pyproject()["project"]["dependencies"]):
+        names = {d.split("=")[0].split(">")[0].split("<")[0] for d in deps}
+        assert {"psutil", "nvidia-ml-py"} <= names
+
+
 def test_mlproject_entry_points():
     project = yaml.safe_load((ROOT / "MLproject").read_text())
     assert project["conda_env"] == "conda.yaml"

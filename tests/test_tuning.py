@@ -6,6 +6,7 @@ import mlflow
 import numpy as np
 import optuna
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from pipeline import tuning
@@ -50,8 +51,16 @@ def test_a_tiny_study_per_cell_is_tracked_three_deep(tiny_cfg, tracker, tmp_path
         assert run.data.tags["mlflow.parentRunId"] == study_run.info.run_id
         trial = by_run[run.info.run_id]  # the trial stores the run id ...
         assert run.data.tags["optuna.trial_number"] == str(trial.number)  # ... and vice versa
-        assert run.data.params["cell"] == cell
-        assert {"hidden_size", "lr", "train.steps", "data.seq_len"} <= set(run.data.params)
+        # The searched values and the cell, as numbers that compare; not the whole config.
+        assert run.data.params["model.cell"] == cell
+        assert set(run.data.params) == {"model.cell", "model.hidden_size", "train.lr"}
+        assert int(run.data.params["model.hidden_size"]) == trial.params["hidden_size"]
+        assert float(run.data.params["train.lr"]) == trial.params["lr"]
+        config = yaml.safe_load(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml"))
+        assert config["model"]["hidden_size"] == trial.params["hidden_size"]
+        assert config["train"]["steps"] == cfg.train.steps
+        assert "val" in {d.dataset.name for d in run.inputs.dataset_inputs}
+        assert run.data.tags["mlflow.source.type"] == "LOCAL" and "mlflow.user" in run.data.tags
         assert run.data.tags["device"] == str(resolve_device("auto"))  # cuda where present
         history = client.get_metric_history(run.info.run_id, "val/mse")
         assert history and history[0].step == 10
@@ -59,8 +68,8 @@ def test_a_tiny_study_per_cell_is_tracked_three_deep(tiny_cfg, tracker, tmp_path
         if run.info.status == "FINISHED":
             assert [m.step for m in history] == [10, 20]
             assert "val/mse_best" in run.data.metrics
-            files = {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
-            assert "plots/val_predictions.png" in files
+            files = {f.path for f in client.list_artifacts(run.info.run_id)}
+            assert "val_predictions.png" in files  # top level: the compare view shows it
 
     best = study.best_trial
     assert outcome.best_trial == best.number
@@ -71,11 +80,21 @@ def test_a_tiny_study_per_cell_is_tracked_three_deep(tiny_cfg, tracker, tmp_path
     plots = {f.path for f in client.list_artifacts(study_run.info.run_id, "plots")}
     assert "plots/optimization_history.png" in plots
     assert study_run.data.tags["best_run_id"] == best_run.info.run_id
+    assert study_run.info.run_name.startswith(f"{cell}-")  # the cell leads: names are cut
+    assert study_run.data.params["search.model.hidden_size.low"] == str(cfg.study.hidden_size[0])
+    assert study_run.data.params["search.train.lr.log"] == "True"
+    assert f"**{cell} study**" in study_run.data.tags["mlflow.note.content"]
+    assert {d.dataset.name for d in best_run.inputs.dataset_inputs} == {
+        "val", *(t.name for t in cfg.data.tests)}
 
     champion = client.get_model_version_by_alias(f"sin2cos-{cell}", "champion")
     assert champion.run_id == best_run.info.run_id
     assert float(champion.tags["val_mse"]) == pytest.approx(best.value)
-    assert {"test_mse", "study", "run_id"} <= set(champion.tags)
+    assert {"test_mse_this_model", "study", "run_id"} <= set(champion.tags)
+    assert f"Trial **{best.number}**" in champion.description
+    assert "pyfunc contract" in client.get_registered_model(f"sin2cos-{cell}").description
+    (logged,) = client.search_logged_models([tracker.experiment_id])  # not in Default
+    assert logged.name == f"{cell}-trial-{best.number}"
 
 
 def test_pruned_trials_end_killed_and_diverged_ones_failed(tiny_cfg, tracker, tmp_path):
@@ -224,7 +243,16 @@ def test_study_figures_are_optunas_own(n, has_importances):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(lambda t: t.suggest_int("hidden_size", 8, 128, log=True)
                    * t.suggest_float("lr", 1e-3, 1e-1, log=True), n_trials=n)
-    paths = [path for path, _ in tuning.study_figures(study)]
+    study.set_metric_names(["val/mse_best"])
+    figures = tuning.study_figures(study, "gru")
+    paths = [path for path, _ in figures]
+    for _, fig in figures:  # titled with the cell, the value axis named after the metric
+        texts = [t.get_text() for ax in fig.axes for t in (ax.title, ax._left_title,
+                                                           ax.yaxis.label, ax.xaxis.label)]
+        texts.append(fig.get_suptitle())
+        assert any(t.startswith("gru study: ") for t in texts), texts
+        assert any("val/mse_best" in t for t in texts + [c.get_label() for a in fig.axes
+                                                          for c in a.collections]), texts
     assert paths[:3] == ["plots/optimization_history.png", "plots/contour_hidden_size_lr.png",
                          "plots/slice.png"]
     assert ("plots/param_importances.png" in paths) == has_importances
