@@ -78,8 +78,8 @@ TABLE = [
      ["evaluate", "--model-uri", "runs:/none/model", "--input", "{tmp}/none.npy"],
      "cannot read"),
     # issue 10: accepted before, then failing late (or never) after runs or studies existed
-    ("unscorable-set", {}, ["tune", "--set", "data.val.seq_len=3"],
-     "data.val: set 'val' has 3 points per window, not more than data.warmup = 3"),
+    ("unscorable-set", {}, ["tune", "--set", "data.val.seq_len=2"],
+     "data.val: set 'val' has 2 points per window, not more than data.warmup = 2"),
     ("section-as-field", {}, ["tune", "--set", "study=5"],
      "study is a section, not a field: set one of study.cells"),
     ("duplicate-section", {"dup.yaml": "train:\n  lr: 0.1\ntrain:\n  steps: 3\n"},
