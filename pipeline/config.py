@@ -263,7 +263,8 @@ class StudyConfig:
     def __post_init__(self) -> None:
         _check(len(self.cells) > 0, "study.cells is empty")
         for cell in self.cells:
-            _check(cell in CELLS, f"unknown cell {cell!r} (valid: {', '.join(CELLS)})")
+            _check(cell in CELLS, f"unknown cell {cell!r} in study.cells "
+                   f"(valid: {', '.join(CELLS)})")
         _check(len(set(self.cells)) == len(self.cells), f"study.cells repeat: {self.cells}")
         _check(self.n_trials > 0, f"n_trials must be positive, got {self.n_trials}")
         _check_name("study.name", self.name)
