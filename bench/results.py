@@ -129,7 +129,8 @@ def main() -> None:
     readme = Path(args.readme)
     if readme.exists():
         table = (f"Made by `python bench/results.py` at commit `{commit[:10]}` in "
-                 f"{wall / 60:.1f} min; the whole report is [docs/results.md](docs/results.md)."
+                 f"{wall / 60:.1f} min (one worker, load average {load.split()[0]} before the "
+                 f"run); the whole report is [docs/results.md](docs/results.md)."
                  f"\n\n{first_table(report)}")
         readme.write_text(replace_between_markers(readme.read_text(), table))
     print(f"results of {commit[:10]} ({args.config}) written to {out}/results.md in "
