@@ -77,12 +77,13 @@ def replace_between_markers(text: str, new: str) -> str:
     return text[: a + len(START)] + "\n" + new + text[b:]
 
 
-def run_job(config: Path, folder: Path) -> float:
-    """The main job exactly as users start it, on fresh stores in ``folder``; its wall time."""
+def run_job(config: Path, folder: Path, extra: list[str] | None = None) -> float:
+    """The main job exactly as users start it, on fresh stores in ``folder``; its wall time.
+    ``extra`` is appended to the ``tune`` command (e.g. ``--workers auto``)."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
     env.pop("MLFLOW_RUN_ID", None)
     cmd = [sys.executable, "-m", "pipeline", "-q", "tune", "--config", str(config),
-           "--storage", f"sqlite:///{folder / 'optuna.db'}"]
+           "--storage", f"sqlite:///{folder / 'optuna.db'}", *(extra or [])]
     start = time.perf_counter()
     subprocess.run(cmd, cwd=folder, env={**env, "PYTHONPATH": str(ROOT)}, check=True,
                    stdout=subprocess.DEVNULL)
@@ -110,6 +111,9 @@ def main() -> None:
                         "figures go (default: docs/)")
     parser.add_argument("--readme", default=str(ROOT / "README.md"),
                         help="the README whose results table is replaced")
+    parser.add_argument("--tune-arg", dest="tune_args", action="append", default=[],
+                        metavar="ARG", help="passed on to the tune command, e.g. "
+                        "--tune-arg=--workers --tune-arg=auto")
     args = parser.parse_args()
     dirty = git("status", "--porcelain", "--", *TRACKED, args.config)
     if dirty:
@@ -123,13 +127,15 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="cellstudy-results-") as tmp:
-        wall = run_job(ROOT / args.config, Path(tmp))
+        wall = run_job(ROOT / args.config, Path(tmp), args.tune_args)
         report = fetch_report(Path(tmp), out)
     (out / "results.md").write_text(header(commit, args.config, wall, machine(), load) + report)
     readme = Path(args.readme)
     if readme.exists():
         table = (f"Made by `python bench/results.py` at commit `{commit[:10]}` in "
-                 f"{wall / 60:.1f} min; the whole report is [docs/results.md](docs/results.md)."
+                 f"{wall / 60:.1f} min ({' '.join(args.tune_args) or 'one worker'}, load average "
+                 f"{load.split()[0]} before the run); the whole report is "
+                 f"[docs/results.md](docs/results.md)."
                  f"\n\n{first_table(report)}")
         readme.write_text(replace_between_markers(readme.read_text(), table))
     print(f"results of {commit[:10]} ({args.config}) written to {out}/results.md in "
