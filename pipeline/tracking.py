@@ -265,8 +265,12 @@ class Tracker:
         return MetricBuffer(self.client, run_id, every)
 
     def log_config(self, run_id: str, config: dict[str, Any]) -> None:
-        """Logs the resolved config as the run's ``config.yaml`` artifact."""
-        self.client.log_dict(run_id, config, CONFIG_ARTIFACT)
+        """Logs the resolved config as the run's ``config.yaml`` artifact, secrets masked (a
+        password may sit in any URL-valued field, not only the storage's)."""
+        import yaml
+
+        text = yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
+        self.client.log_text(run_id, secrets.mask(text), CONFIG_ARTIFACT)
 
     def log_datasets(self, run_id: str, datasets: dict[str, tuple[np.ndarray, np.ndarray]],
                      context: str) -> None:

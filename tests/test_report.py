@@ -113,7 +113,10 @@ def test_a_champion_worse_than_zero_is_named_in_the_report(tiny_cfg) -> None:
     from pipeline.report import summary_table
 
     table = summary_table(outcomes, tiny_cfg)
-    assert "v1 (no alias: not below zero)" in table and "v1 @champion" in table
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert "v1" in rows["rnn"] and "(no alias: not below zero)" in rows["rnn"]
+    assert "v1" in rows["lstm"] and "@champion" in rows["lstm"]
+    assert "no alias" not in rows["lstm"]
 
 
 @pytest.mark.parametrize(("rnn_cliff", "verdict"), [(0.2, "holds"), (0.02, "does not hold")])
