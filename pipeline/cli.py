@@ -153,6 +153,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
         spec = workers.parse_workers(args.workers)
         check_storage_url(cfg.study.storage)
         check_storage_reachable(cfg.study.storage)
+        if args.worker_index is not None:
+            workers.wait_for_parent()  # the parent made the stores and the job run
+        _setup_torch(cfg)
+        n = 1 if args.worker_index is not None else _n_workers(spec, cfg)
+        pool = workers.Pool(args.argv, n) if n > 1 else None  # they wait for the job run
         from pipeline.tracking import check_tracking_reachable
 
         check_tracking_reachable()
@@ -161,7 +166,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from pipeline import tuning
 
     _optuna_logs(args.quiet)
-    _setup_torch(cfg)
     from pipeline.report import job_report, summary_table
     from pipeline.tracking import Tracker
 
@@ -172,13 +176,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         job_run, owned = tracker.project_run_id, False
     else:
         job_run, owned = tuning.job_run(tracker, cfg, storage, f"tune-{cfg.study.name}")
-    n = 1 if args.worker_index is not None else _n_workers(spec, cfg)
     progress = _progress(cfg, storage, enabled=not args.quiet)
     with tracker.ending(job_run) if owned else contextlib.nullcontext():
-        if n > 1:  # every store exists now: the workers only open them
+        if pool is not None:  # every store exists now: the workers only open them
             log.info("%d workers, %d trials per study", n, cfg.study.n_trials)
             with contextlib.closing(progress):
-                workers.run(args.argv, n, workers.worker_env(job_run), progress)
+                pool.run(job_run, progress)
         outcomes = []  # after N workers: each study is done, and only read back here
         with workers.polling(progress) if n == 1 else contextlib.nullcontext():
             for cell in workers.rotated(cfg.study.cells, args.worker_index):
