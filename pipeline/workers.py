@@ -1,16 +1,17 @@
 """``tune --workers N|auto``: one command, N worker processes sharing the cells' studies.
 
-The parent (``cli.cmd_tune``) validates the input and creates both stores once (Optuna's tables
-and studies, MLflow's schema, experiment and job run) before any worker starts; then this module
-starts N ``python -m pipeline -q tune ... --workers 1`` processes, each walking the cells from a
-different one, so trials of all three cells run at once. While they run, the parent shows one
-progress display (read from the Optuna storage: workers run quiet), forwards SIGINT/SIGTERM to
-them, and stops them all if one fails; once they are done it writes the job report, once.
+The parent (``cli.cmd_tune``) validates the input, starts N ``python -m pipeline -q tune ...
+--workers 1`` processes (``Pool``) and creates both stores once (Optuna's tables and studies,
+MLflow's schema, experiment and job run) while they import; only then are they let go (the job
+run's id on their stdin), each walking the cells from a different one, so trials of all three
+cells run at once. While they run, the parent shows one progress display (read from the Optuna
+storage: workers run quiet), forwards SIGINT/SIGTERM to them, and stops them all if one fails;
+once they are done it writes the job report, once, and prints it.
 
     python -m pipeline tune --config experiments/default.yaml --workers auto
 
-Imports neither MLflow nor Optuna: the display reads the studies through ``tuning``'s objects,
-handed in by the caller.
+Imports neither MLflow nor Optuna (but for the worker's ``wait_for_parent``): the display
+reads the studies through callables handed in by the caller.
 """
 
 from __future__ import annotations
