@@ -196,11 +196,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
         check_storage_url(cfg.study.storage)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if args.worker_index is not None:
+        workers.wait_for_parent()  # the parent checked the input, made the stores and job run
     _preflight(cfg, "tune", storage=cfg.study.storage, registry=True)
+    _setup_torch(cfg)
+    n = 1 if args.worker_index is not None else _n_workers(spec, cfg)
+    pool = workers.Pool(args.argv, n) if n > 1 else None  # they wait for the job run
     from pipeline import tuning
 
     _optuna_logs(args.quiet)
-    _setup_torch(cfg)
     from pipeline.report import job_report, summary_table
     from pipeline.tracking import Tracker
 
@@ -211,13 +215,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         job_run, owned = tracker.project_run_id, False
     else:
         job_run, owned = tuning.job_run(tracker, cfg, storage, f"tune-{cfg.study.name}")
-    n = 1 if args.worker_index is not None else _n_workers(spec, cfg)
     progress = _progress(cfg, storage, enabled=not args.quiet)
     with tracker.ending(job_run) if owned else contextlib.nullcontext():
-        if n > 1:  # every store exists now: the workers only open them
+        if pool is not None:  # every store exists now: the workers only open them
             log.info("%d workers, %d trials per study", n, cfg.study.n_trials)
             with contextlib.closing(progress):
-                workers.run(args.argv, n, workers.worker_env(job_run), progress)
+                pool.run(job_run, progress)
         outcomes = []  # after N workers: each study is done, and only read back here
         with workers.polling(progress) if n == 1 else contextlib.nullcontext():
             for cell in workers.rotated(cfg.study.cells, args.worker_index):

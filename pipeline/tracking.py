@@ -121,8 +121,7 @@ class Tracker:
             self.experiment_id = self.client.get_run(self.project_run_id).info.experiment_id
         else:
             self.experiment_id = _experiment_id(self.client, experiment)
-        self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
-                                       MODEL_TRAINING_KIND)
+        _mark_model_training(self.client, self.experiment_id)
         self.end_runs_of_dead_workers()
         # One thread renders and uploads trial figures (see log_figure).
         self._figures = ThreadPoolExecutor(max_workers=1, thread_name_prefix="figures")
@@ -568,6 +567,15 @@ def _experiment_id(client: MlflowClient, name: str) -> str:
             if found is None:
                 raise
             return found.experiment_id
+
+
+def _mark_model_training(client: MlflowClient, experiment_id: str) -> None:
+    """Tags the experiment for the UI once: workers starting together would otherwise insert
+    the same tag at once, and SQLite refuses the second ("UNIQUE constraint failed")."""
+    with store_creation(client.tracking_uri):
+        tags = client.get_experiment(experiment_id).tags
+        if tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
 
 
 def check_tracking_reachable(timeout: int = 5) -> None:

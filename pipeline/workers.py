@@ -1,16 +1,17 @@
 """``tune --workers N|auto``: one command, N worker processes sharing the cells' studies.
 
-The parent (``cli.cmd_tune``) validates the input and creates both stores once (Optuna's tables
-and studies, MLflow's schema, experiment and job run) before any worker starts; then this module
-starts N ``python -m pipeline -q tune ... --workers 1`` processes, each walking the cells from a
-different one, so trials of all three cells run at once. While they run, the parent shows one
-progress display (read from the Optuna storage: workers run quiet), forwards SIGINT/SIGTERM to
-them, and stops them all if one fails; once they are done it writes the job report, once.
+The parent (``cli.cmd_tune``) validates the input, starts N ``python -m pipeline -q tune ...
+--workers 1`` processes (``Pool``) and creates both stores once (Optuna's tables and studies,
+MLflow's schema, experiment and job run) while they import; only then are they let go (the job
+run's id on their stdin), each walking the cells from a different one, so trials of all three
+cells run at once. While they run, the parent shows one progress display (read from the Optuna
+storage: workers run quiet), forwards SIGINT/SIGTERM to them, and stops them all if one fails;
+once they are done it writes the job report, once, and prints it.
 
     python -m pipeline tune --config experiments/default.yaml --workers auto
 
-Imports neither MLflow nor Optuna: the display reads the studies through ``tuning``'s objects,
-handed in by the caller.
+Imports neither MLflow nor Optuna (but for the worker's ``wait_for_parent``): the display
+reads the studies through callables handed in by the caller.
 """
 
 from __future__ import annotations
@@ -186,27 +187,40 @@ def polling(progress: Progress, every: float = 1.0) -> Iterator[None]:
 
 
 class _Worker:
-    """One worker process, its merged output relayed line by line to ``progress``."""
+    """One worker process; its merged output is kept, and relayed line by line once a display
+    is attached (``Pool.run``)."""
 
-    def __init__(self, index: int, argv: list[str], env: dict[str, str],
-                 progress: Progress) -> None:
+    def __init__(self, index: int, argv: list[str]) -> None:
         self.index = index
         self.tail: collections.deque[str] = collections.deque(maxlen=20)
+        self.progress: Progress | None = None
         # Its own session: a Ctrl-C in the terminal reaches the parent only, which forwards it
         # once; reaching both, each worker would count two signals and stop at once.
-        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                     start_new_session=True)
-        self.reader = threading.Thread(target=self._relay, args=(progress,), daemon=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1, start_new_session=True)
+        self.reader = threading.Thread(target=self._relay, daemon=True)
         self.reader.start()
 
-    def _relay(self, progress: Progress) -> None:
+    def _relay(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             line = line.rstrip()
             if line.strip():
                 self.tail.append(line)
-                progress.write(f"worker {self.index}: {line}")
+                if self.progress is None:
+                    print(f"worker {self.index}: {line}", file=sys.stderr)
+                else:
+                    self.progress.write(f"worker {self.index}: {line}")
+
+    def send(self, job_run_id: str) -> None:
+        """Gives the worker its job run (see ``wait_for_parent``); one that already died is
+        left to ``Pool.run`` to report."""
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.proc.stdin.write(job_run_id + "\n")
+            self.proc.stdin.close()
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:
@@ -220,20 +234,47 @@ class _Worker:
         return line.removeprefix("error: ")
 
 
-def run(argv: Sequence[str], n: int, env: dict[str, str], progress: Progress) -> None:
-    """Runs N workers to the end and supervises them.
+class Pool:
+    """N workers, started as soon as the parent knows how many: their imports (seconds) then
+    overlap the parent's creation of the stores. Each waits for its job run's id on stdin
+    (``wait_for_parent``) before touching any store; should the parent fail first (bad input
+    found later, a signal), its exit closes their stdin and they leave without a trace.
 
     Args:
         argv: the parent's command line (after ``python -m pipeline``).
         n: how many workers.
-        env: their environment (the job run's id in ``MLFLOW_RUN_ID``).
-        progress: the job's display, updated while they run.
-
-    Raises:
-        KeyboardInterrupt: the parent got SIGINT/SIGTERM; every worker was told and has ended.
-        WorkerFailed: a worker failed; the others were stopped (their runs end KILLED).
     """
-    workers = [_Worker(i, worker_argv(argv, i), env, progress) for i in range(n)]
+
+    def __init__(self, argv: Sequence[str], n: int) -> None:
+        self.workers = [_Worker(i, worker_argv(argv, i)) for i in range(n)]
+
+    def run(self, job_run_id: str, progress: Progress) -> None:
+        """Lets the workers go and supervises them to the end.
+
+        Raises:
+            KeyboardInterrupt: the parent got SIGINT/SIGTERM; every worker was told and ended.
+            WorkerFailed: a worker failed; the others were stopped (their runs end KILLED).
+        """
+        for w in self.workers:
+            w.progress = progress
+            w.send(job_run_id)
+        _supervise(self.workers, progress)
+
+
+def wait_for_parent() -> None:
+    """In a worker: loads the heavy modules, then waits for the parent's job run id on stdin
+    and names it the way ``mlflow run`` does (``MLFLOW_RUN_ID``), so that the worker neither
+    creates nor ends the job run. Leaves quietly (exit 0) if the parent gave up first."""
+    import pipeline.report  # noqa: F401 - torch, MLflow and Optuna, while the parent works
+    import pipeline.tuning  # noqa: F401
+
+    line = sys.stdin.readline().strip()
+    if not line:
+        raise SystemExit(0)
+    os.environ["MLFLOW_RUN_ID"] = line
+
+
+def _supervise(workers: list[_Worker], progress: Progress) -> None:
     forwarded = 0
     failed: _Worker | None = None
     try:
@@ -271,12 +312,6 @@ def _stop_now(workers: list[_Worker]) -> None:
         except subprocess.TimeoutExpired:
             w.proc.kill()
             w.proc.wait()
-
-
-def worker_env(job_run_id: str) -> dict[str, str]:
-    """The workers' environment: the parent's, with the job run they log under given as the
-    run ``mlflow run`` would give (so they neither create nor end it)."""
-    return {**os.environ, "MLFLOW_RUN_ID": job_run_id, "PYTHONUNBUFFERED": "1"}
 
 
 def finished_counts(studies: Sequence[Any], is_finished: Callable[[Any], bool],

@@ -38,6 +38,7 @@ def test_mlflow_run_main_entry_point(tmp_path):
         levels.setdefault(run.data.tags.get("cellstudy.level"), []).append(run)
     (job,) = levels["job"]
     assert job.data.params["config"] == "experiments/smoke.yaml"  # the project's own run
+    assert job.data.params["workers"] == "auto"  # the main job runs N workers by default
     assert len(levels["study"]) == 3
     assert all(r.data.tags["mlflow.parentRunId"] == job.info.run_id for r in levels["study"])
     assert len(levels["trial"]) == 3 * 3

@@ -85,6 +85,25 @@ def test_each_worker_starts_at_another_cell():
     assert workers.rotated(CELLS, None) == list(CELLS)
 
 
+def test_progress_off_a_terminal_prints_a_line_per_change(capsys):
+    counts = {"s-rnn": 1, "s-gru": 0}
+    progress = workers.Progress(lambda: dict(counts), 3, ["s-rnn", "s-gru"])
+    progress.update()
+    progress.update()  # nothing new: no line
+    counts["s-gru"] = 2
+    progress.close()
+    progress.close()  # closing twice draws nothing more
+    assert capsys.readouterr().err.splitlines() == ["trials 1/6: rnn 1/3 gru 0/3",
+                                                    "trials 3/6: rnn 1/3 gru 2/3"]
+
+
+def test_quiet_progress_prints_nothing(capsys):
+    progress = workers.Progress(lambda: {"s-rnn": 1}, 3, ["s-rnn"], enabled=False)
+    progress.update()
+    progress.close()
+    assert capsys.readouterr().err == ""
+
+
 # -- whole jobs (slow: real processes, real stores) ---------------------------------------------
 
 @pytest.mark.slow
