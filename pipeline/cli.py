@@ -75,11 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tune", help="one Optuna study per cell; registers each champion")
     _add_common(tune)
     tune.add_argument("--cells", type=_optional(str), help="comma-separated, e.g. rnn,lstm,gru")
-    tune.add_argument("--n-trials", type=_optional(int),
+    # Underscore spellings too: `mlflow run -P n_trials=5` appends `--n_trials 5` (MLproject).
+    tune.add_argument("--n-trials", "--n_trials", type=_optional(int),
                       help="total trials per study (a resumed study runs only the missing ones)")
     tune.add_argument("--storage", type=_optional(str),
                       help=f"Optuna storage URL (default: ${STORAGE_ENV}, else the config's)")
-    tune.add_argument("--study-name", type=_optional(str),
+    tune.add_argument("--study-name", "--study_name", type=_optional(str),
                       help="study name prefix; each cell's study is <name>-<cell>")
     tune.add_argument("--workers", default="1", metavar="N|auto",
                       help="worker processes sharing the studies; auto: one per core on a CPU, "
@@ -90,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="one tracked training run at a given hidden size and lr")
     _add_common(train)
     train.add_argument("--cell", type=_optional(str), help="rnn, lstm or gru")
-    train.add_argument("--hidden-size", type=_optional(int), help="overrides model.hidden_size")
+    train.add_argument("--hidden-size", "--hidden_size", type=_optional(int),
+                       help="overrides model.hidden_size")
     train.add_argument("--lr", type=_optional(float), help="overrides train.lr")
     train.add_argument("--register", action="store_true",
                        help="register the model and offer it for the champion alias")

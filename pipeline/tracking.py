@@ -402,12 +402,15 @@ class Tracker:
         with tempfile.TemporaryDirectory() as tmp:
             local = self.client.download_artifacts(run_id, CHECKPOINT_DIR, tmp)
             code = serving.shipped_code(Path(tmp) / "code")
-            # A logged model belongs to the active experiment, not its run's: without this
-            # it lands in Default, out of sight of the experiment's Models tab.
-            mlflow.set_experiment(experiment_id=self.experiment_id)
+            # Model.log would put a new logged model in the process's active experiment (the
+            # Default one), out of sight of this experiment's Models tab: it is made here.
+            logged = self.client.create_logged_model(
+                self.experiment_id, name=name, source_run_id=run_id,
+                params=self.client.get_run(run_id).data.params)
             info = Model.log(
                 artifact_path=None,
                 name=name,
+                model_id=logged.model_id,
                 flavor=mlflow.pyfunc,
                 run_id=run_id,
                 python_model=serving.__file__,

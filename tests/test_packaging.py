@@ -48,8 +48,26 @@ def test_mlproject_entry_points():
     assert project["conda_env"] == "conda.yaml"
     points = project["entry_points"]
     assert {"main", "tune", "train", "evaluate"} <= set(points)
-    main = set(points["main"]["parameters"])
-    assert {"config", "n_trials", "cells", "storage", "device"} <= main
+    assert set(points["main"]["parameters"]) == {"n_trials", "cells", "device"}
+
+
+def test_mlproject_parameters_are_typed_with_real_defaults():
+    """Nothing is logged as '': every declared parameter has a value, and `main`'s are the
+    values of the config it runs, so its logged params say what the job did."""
+    from pipeline.config import load_config
+
+    points = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
+    for point in points.values():
+        for name, spec in point["parameters"].items():
+            assert spec["type"] in {"int", "float", "string"} and spec["default"] != "", name
+    cfg = load_config(ROOT / "experiments" / "default.yaml")
+    main = {k: v["default"] for k, v in points["main"]["parameters"].items()}
+    assert "--config experiments/default.yaml" in points["main"]["command"]
+    assert main == {"n_trials": cfg.study.n_trials, "cells": ",".join(cfg.study.cells),
+                    "device": cfg.train.device}
+    train = points["train"]["parameters"]
+    assert (train["hidden_size"]["default"], train["lr"]["default"]) == (
+        cfg.model.hidden_size, cfg.train.lr)
 
 
 def test_generated_stores_are_ignored():

@@ -12,14 +12,15 @@ from conftest import ROOT, subprocess_env
 
 
 @pytest.mark.slow
-def test_mlflow_run_main_entry_point(tmp_path):
+def test_mlflow_run_tune_entry_point(tmp_path):
+    """`tune` on the smoke config, the storage given as an extra parameter (`--storage`)."""
     mlflow_cli = Path(sys.executable).parent / "mlflow"
     before = {p.name for p in ROOT.iterdir()}
     env = subprocess_env(tmp_path)
     # `mlflow run --env-manager local` runs `python -m pipeline` from PATH: this interpreter's.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     out = subprocess.run(
-        [str(mlflow_cli), "run", str(ROOT), "--env-manager", "local", "-e", "main",
+        [str(mlflow_cli), "run", str(ROOT), "--env-manager", "local", "-e", "tune",
          "-P", "config=experiments/smoke.yaml", "-P", f"storage=sqlite:///{tmp_path}/optuna.db",
          "--experiment-name", "e2e"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
