@@ -63,8 +63,10 @@ def test_mlproject_parameters_are_typed_with_real_defaults():
     cfg = load_config(ROOT / "experiments" / "default.yaml")
     main = {k: v["default"] for k, v in points["main"]["parameters"].items()}
     assert "--config experiments/default.yaml" in points["main"]["command"]
+    # workers is how the job runs, not what it computes: no config field holds it.
     assert main == {"n_trials": cfg.study.n_trials, "cells": ",".join(cfg.study.cells),
-                    "device": cfg.train.device}
+                    "device": cfg.train.device, "workers": "auto"}
+    assert "--workers {workers}" in points["main"]["command"]
     train = points["train"]["parameters"]
     assert (train["hidden_size"]["default"], train["lr"]["default"]) == (
         cfg.model.hidden_size, cfg.train.lr)
