@@ -48,7 +48,7 @@ def test_mlproject_entry_points():
     assert project["conda_env"] == "conda.yaml"
     points = project["entry_points"]
     assert {"main", "tune", "train", "evaluate"} <= set(points)
-    assert set(points["main"]["parameters"]) == {"n_trials", "cells", "device"}
+    assert set(points["main"]["parameters"]) == {"n_trials", "cells", "device", "workers"}
 
 
 def test_mlproject_parameters_are_typed_with_real_defaults():
