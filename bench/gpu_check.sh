@@ -4,11 +4,17 @@
 #      cases: CUDA graph vs eager, CUDA vs CPU, system metrics with GPU fields),
 #   2. a short study on CUDA (smoke config, one cell), its runs' device and GPU system metrics,
 #   3. the CUDA-trained champion loaded and run on the CPU (no GPU visible),
-#   4. time per training step: CPU vs CUDA eager vs CUDA graph (bench/steps.py).
+#   4. time per training step: CPU vs CUDA eager vs CUDA graph (bench/steps.py),
+#   5. issue 8's GPU goals (bench/gpu_speed.py, about 6 minutes): the default main job with
+#      --workers auto on CUDA (<= 20 s), trials/s with 1/2/4/8 CUDA workers (what auto should
+#      pick), a default trial on CUDA vs this host's CPU with its bookkeeping (>= 5x), and
+#      peer_speedup on CUDA (>= 5x).
 # Results go to $OUT/gpu_check.json (or bench/gpu_check.json), logs beside it. Each part is
 # timed out on its own and its failure is recorded, so one broken part does not hide the rest.
 #
-#   bash bench/gpu_check.sh            # from the repository root
+#   bash bench/gpu_check.sh            # from the repository root: parts 1-5
+#   bash bench/gpu_check.sh checks     # parts 1-4 only (about 8 minutes)
+#   bash bench/gpu_check.sh speed      # part 5 only
 # On the CPU it runs every part that does not need a GPU and says what it skipped.
 if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD; fi
 set -uo pipefail
@@ -52,6 +58,8 @@ cat "$DEST/gpu_check_env.log"
 CUDA=$($PY -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
 HAVE_MLFLOW=$($PY -c "import mlflow, optuna" >/dev/null 2>&1 && echo 1 || echo 0)
 
+MODE=${1:-all}
+if [ "$MODE" != speed ]; then
 # 1. Tests on CUDA: the CUDA cases first, then the rest of the fast suite.
 part tests_cuda 120 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
 if [ "$HAVE_MLFLOW" = 1 ]; then
@@ -106,12 +114,26 @@ with open("$DEST/gpu_steps.json", "w") as f:
 print(json.dumps(out, indent=2))
 EOF
 
+fi  # parts 1-4
+
+# 5. Issue 8's GPU goals, each part a whole job on fresh stores.
+if [ "$MODE" != checks ]; then
+  if [ "$CUDA" = 1 ] && [ "$HAVE_MLFLOW" = 1 ]; then
+    for p in main_job trial peer workers; do
+      part "speed_$p" 240 $PY bench/gpu_speed.py "$p"
+    done
+  else
+    STATUS[speed]="skipped: needs CUDA, mlflow and optuna"
+  fi
+fi
+
 $PY - "$DEST" <<EOF
 import json, os, sys
 dest = sys.argv[1]
 status = {$(for k in "${!STATUS[@]}"; do printf '"%s": "%s", ' "$k" "${STATUS[$k]}"; done)}
 out = {"status": status, "env": open(os.path.join(dest, "gpu_check_env.log")).read().splitlines()}
-for name in ("gpu_steps.json",):
+for name in ("gpu_steps.json", *(f"gpu_speed_{p}.json" for p in
+                                 ("main_job", "trial", "peer", "workers"))):
     path = os.path.join(dest, name)
     if os.path.exists(path):
         out[name[:-5]] = json.load(open(path))

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline import interrupts
+from pipeline import interrupts, secrets, workers
 from pipeline.config import ConfigError, ExperimentConfig, load_config
 
 log = logging.getLogger("pipeline")
@@ -28,6 +28,12 @@ log = logging.getLogger("pipeline")
 DEFAULT_CONFIG = "experiments/default.yaml"
 STORAGE_ENV = "CELLSTUDY_STORAGE"
 """Environment variable read for the Optuna storage URL when ``--storage`` is not given."""
+
+
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+"""MLflow's HTTP retry and timeout settings the CLI starts with, unless the environment has
+its own (MLflow's defaults: 7 retries, backoff factor 2, 120 s)."""
 
 
 class UsageError(Exception):
@@ -69,17 +75,24 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tune", help="one Optuna study per cell; registers each champion")
     _add_common(tune)
     tune.add_argument("--cells", type=_optional(str), help="comma-separated, e.g. rnn,lstm,gru")
-    tune.add_argument("--n-trials", type=_optional(int),
+    # Underscore spellings too: `mlflow run -P n_trials=5` appends `--n_trials 5` (MLproject).
+    tune.add_argument("--n-trials", "--n_trials", type=_optional(int),
                       help="total trials per study (a resumed study runs only the missing ones)")
     tune.add_argument("--storage", type=_optional(str),
                       help=f"Optuna storage URL (default: ${STORAGE_ENV}, else the config's)")
-    tune.add_argument("--study-name", type=_optional(str),
+    tune.add_argument("--study-name", "--study_name", type=_optional(str),
                       help="study name prefix; each cell's study is <name>-<cell>")
+    tune.add_argument("--workers", default="1", metavar="N|auto",
+                      help="worker processes sharing the studies; auto: one per core on a CPU, "
+                           f"{workers.CUDA_WORKERS_PER_GPU} per card on CUDA (default: 1)")
+    tune.add_argument(workers.WORKER_FLAG, dest="worker_index", type=int,
+                      help=argparse.SUPPRESS)
 
     train = sub.add_parser("train", help="one tracked training run at a given hidden size and lr")
     _add_common(train)
     train.add_argument("--cell", type=_optional(str), help="rnn, lstm or gru")
-    train.add_argument("--hidden-size", type=_optional(int), help="overrides model.hidden_size")
+    train.add_argument("--hidden-size", "--hidden_size", type=_optional(int),
+                       help="overrides model.hidden_size")
     train.add_argument("--lr", type=_optional(float), help="overrides train.lr")
     train.add_argument("--register", action="store_true",
                        help="register the model and offer it for the champion alias")
@@ -126,7 +139,9 @@ def _yaml_value(text: str) -> Any:
 
 def load(args: argparse.Namespace, flags: dict[str, str]) -> ExperimentConfig:
     """The config file with --set and the command's own flags applied on top."""
-    return load_config(args.config, _overrides(args, flags))
+    cfg = load_config(args.config, _overrides(args, flags))
+    secrets.hide(cfg.study.storage)  # a config file may hold a password too
+    return cfg
 
 
 def _refuse_searched(overrides: dict[str, Any], cfg: ExperimentConfig) -> None:
@@ -142,8 +157,42 @@ def _setup_torch(cfg: ExperimentConfig) -> None:
     import torch
 
     torch.set_num_threads(cfg.train.threads)
-    if cfg.train.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device 'cuda' asked for, but torch sees no CUDA device")
+
+
+def _preflight(cfg: ExperimentConfig | None, command: str, *, storage: str | None = None,
+               registry: bool = False) -> None:
+    """Every check that needs no store, then the stores' reachability: all before the first
+    write (pipeline/preflight.py says what is checked). A local tracking store that cannot be
+    written, and the registry's naming rules, are found here too.
+
+    Args:
+        cfg: the resolved config (None for ``evaluate --input``, which reads none).
+        command: tune, train or evaluate.
+        storage: the Optuna storage URL to reach (tune).
+        registry: whether models will be registered under the config's names.
+    """
+    from pipeline import preflight
+
+    try:
+        if cfg is not None:
+            preflight.check_config(cfg, command)
+        preflight.check_tracking_target()
+        if registry and cfg is not None:
+            from pipeline.tracking import check_registry_names
+
+            check_registry_names([cfg.tracking.registry_name(cell)
+                                  for cell in cfg.study.cells], cfg.tracking.alias)
+        if storage:
+            from pipeline.storage import check_storage_reachable
+
+            check_storage_reachable(storage)
+        from pipeline.tracking import check_registry_reachable, check_tracking_reachable
+
+        check_tracking_reachable()
+        if registry:
+            check_registry_reachable()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -156,33 +205,46 @@ def cmd_tune(args: argparse.Namespace) -> int:
     _refuse_searched(_overrides(args, {}), cfg)
     from pipeline.storage import Storage
 
-    try:  # the storage first: it needs no heavy import, so a bad URL is refused at once
+    try:  # the storage's scheme first: it needs no heavy import, so it is refused at once
+        spec = workers.parse_workers(args.workers)
         storage = Storage(cfg.study.storage)
-        storage.check_reachable()
-        from pipeline.tracking import check_tracking_reachable
-
-        check_tracking_reachable()
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if args.worker_index is not None:
+        workers.wait_for_parent()  # the parent checked the input, made the stores and job run
+    _preflight(cfg, "tune", storage=cfg.study.storage, registry=True)
+    _setup_torch(cfg)
+    n = 1 if args.worker_index is not None else _n_workers(spec, cfg)
+    pool = workers.Pool(args.argv, n) if n > 1 else None  # they wait for the job run
     from pipeline import tuning
 
     tuning.configure_logs(args.quiet)
-    _setup_torch(cfg)
     from pipeline.render import summary_table
     from pipeline.report import job_report
     from pipeline.tracking import Tracker
 
-    tracker = Tracker(cfg.tracking.experiment)
+    tracker = Tracker(cfg.tracking.experiment, entry_point="python -m pipeline tune")
     tuning.make_storage(storage, cfg.study.heartbeat_interval, cfg.study.grace_period,
                         tuning.mark_lost_runs(tracker))
-    job_run, owned = tuning.job_run(tracker, cfg, storage, f"tune-{cfg.study.name}")
+    if args.worker_index is not None:  # the parent made the job run; MLFLOW_RUN_ID names it
+        job_run, owned = tracker.project_run_id, False
+    else:
+        job_run, owned = tuning.job_run(tracker, cfg, storage, f"tune-{cfg.study.name}")
+    progress = _progress(cfg, storage, enabled=not args.quiet)
     with tracker.ending(job_run) if owned else contextlib.nullcontext():
-        outcomes = []
-        for cell in cfg.study.cells:
-            log.info("study %s-%s: %d trials in all", cfg.study.name, cell, cfg.study.n_trials)
-            outcomes.append(tuning.run_study(cfg, cell, tracker, job_run, storage,
-                                             progress=not args.quiet))
+        if pool is not None:  # every store exists now: the workers only open them
+            log.info("%d workers, %d trials per study", n, cfg.study.n_trials)
+            with contextlib.closing(progress):
+                pool.run(job_run, progress)
+        outcomes = []  # after N workers: each study is done, and only read back here
+        with workers.polling(progress) if n == 1 else contextlib.nullcontext():
+            for cell in workers.rotated(cfg.study.cells, args.worker_index):
+                log.info("study %s-%s: %d trials in all", cfg.study.name, cell,
+                         cfg.study.n_trials)
+                outcomes.append(tuning.run_study(cfg, cell, tracker, job_run, storage))
         interrupts.check()  # a signal received during the last study's wrap-up
+        if args.worker_index is not None:
+            return 0  # the parent writes the summary and the report
         table = summary_table(outcomes, cfg)
         tracker.log_text(job_run, table, "summary.md")
         # Baselines, seed retrains of each champion, the tutorial's claims: report.md; written
@@ -194,29 +256,61 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _n_workers(spec: str | int, cfg: ExperimentConfig) -> int:
+    import torch
+
+    from pipeline.train import resolve_device
+
+    device = resolve_device(cfg.train.device).type
+    return workers.resolve_workers(spec, device, cfg.train.threads,
+                                   torch.cuda.device_count() if device == "cuda" else 0)
+
+
+def _progress(cfg: ExperimentConfig, storage: Any, enabled: bool) -> workers.Progress:
+    """The job's one progress bar: finished trials per study, read from the Optuna storage."""
+    from pipeline import tuning
+
+    studies = [tuning.open_study(cfg, cell, storage) for cell in cfg.study.cells]
+    return workers.Progress(workers.finished_counts(studies, tuning.is_finished),
+                            cfg.study.n_trials, [s.study_name for s in studies], enabled)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = load(args, {"cell": "model.cell", "hidden_size": "model.hidden_size",
                       "lr": "train.lr", "device": "train.device"})
+    _preflight(cfg.replace({"study.cells": [cfg.model.cell]}), "train", registry=args.register)
     _setup_torch(cfg)
+    from pipeline import records
     from pipeline.data import validation_set
     from pipeline.runs import tracked_fit
     from pipeline.tracking import Tracker
 
-    tracker = Tracker(cfg.tracking.experiment)
-    name = f"train-{cfg.model.cell}-h{cfg.model.hidden_size}"
+    tracker = Tracker(cfg.tracking.experiment, entry_point="python -m pipeline train")
+    name = f"{cfg.model.cell}-train-h{cfg.model.hidden_size}"
     run_id, owned = tracker.job_run_id(name)
     # The run stays open for the model and the registry: a failed registration fails it.
     with tracker.ending(run_id) if owned else contextlib.nullcontext():
-        done = tracked_fit(tracker, cfg, name, val=validation_set(cfg.data), run_id=run_id,
+        val = validation_set(cfg.data)
+        done = tracked_fit(tracker, cfg, name, val=val, run_id=run_id,
                            owned=False, tags={"cellstudy.level": "train"},
                            callbacks=[_progress_line(args.quiet), interrupts.callback])
-        uri = tracker.log_model(run_id)
+        uri = tracker.log_model(run_id, name=name)
         if args.register:
             reg = cfg.tracking.registry_name(cfg.model.cell)
+            from pipeline.evaluation import zero_reference
+
+            zero = zero_reference(cfg, val)
             version, moved = tracker.promote(reg, uri, done.result.best_val,
                                              cfg.tracking.alias,
-                                             {"run_id": run_id, "cell": cfg.model.cell})
-            print(f"registered {reg} v{version}" + (f" as @{cfg.tracking.alias}" if moved else ""))
+                                             {"run_id": run_id, "cell": cfg.model.cell},
+                                             reference=zero)
+            tracker.describe_model(reg, records.model_description(cfg.model.cell, reg,
+                                                                  cfg.tracking.alias))
+            refused = (f"; alias {cfg.tracking.alias} not set: val MSE "
+                       f"{done.result.best_val:.3g} is not below predicting zero ({zero:.3g})"
+                       if done.result.best_val >= zero else "")
+            print(f"registered {reg} v{version}"
+                  + (f" as @{cfg.tracking.alias}" if moved else "") + refused)
     result = done.result
     print(f"{name}: val/mse_best {result.best_val:.4g} at step {result.best_step} on "
           f"{result.device} in {result.seconds:.1f} s; run {run_id}; model {uri}")
@@ -233,6 +327,16 @@ def _progress_line(quiet: bool):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pipeline import preflight
+
+    try:
+        preflight.check_model_uri(args.model_uri)
+        if args.output:
+            preflight.check_writable_file("--output", args.output)
+        if args.plot:
+            preflight.check_plot_path("--plot", args.plot)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     if args.input:
         return _predict_file(args.model_uri, args.input, args.output)
     cfg = load(args, {})
@@ -240,6 +344,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     chosen = names if args.data == "all" else [args.data]
     if chosen[0] not in names:
         raise UsageError(f"unknown data set {args.data!r} (valid: all, {', '.join(names)})")
+    _preflight(cfg, "evaluate")
     from pipeline.evaluation import evaluate_uri
 
     rows, fig = evaluate_uri(args.model_uri, cfg, chosen, plot=args.plot is not None)
@@ -271,6 +376,7 @@ def _predict_file(uri: str, path: str, output: str | None) -> int:
         raise UsageError(f"{path}: {err}") from None
     except (OSError, ValueError) as err:  # missing file, not .npy, malformed JSON
         raise UsageError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+    _preflight(None, "evaluate")  # a models:/ or runs:/ URI is read from the tracking store
     from pipeline.tracking import load_pyfunc
 
     y = np.asarray(load_pyfunc(uri).predict(x))
@@ -285,9 +391,59 @@ COMMANDS = {"tune": cmd_tune, "train": cmd_train, "evaluate": cmd_evaluate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before anything can print: every URL password known, stdout and stderr masking them.
+    secrets.hide_environment()
+    for arg in argv if argv is not None else sys.argv[1:]:
+        secrets.hide(arg, arg.partition("=")[2])  # --storage=URL, --set study.storage=URL
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = secrets.MaskedStream(sys.stdout), secrets.MaskedStream(sys.stderr)
+    try:
+        return _main(argv)
+    except Exception as err:
+        if _store_lost(err):  # a fault, not a bug: one line, as for bad input
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:500]
+            print(f"error: a store stopped answering mid-job ({type(err).__name__}: {first}); "
+                  "run again once it is back: runs left open are ended FAILED then",
+                  file=sys.stderr)
+            return 1
+        import traceback  # a bug: its traceback is shown, through the masking stream
+
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+LOST_STORE = ("ConnectionError", "MaxRetryError", "NewConnectionError", "OperationalError",
+              "ConnectionRefusedError", "ReadTimeout", "ConnectTimeout")
+"""Exception type names (matched by name: the CLI imports neither requests nor SQLAlchemy)
+that mean a tracking server or database went away during the job."""
+
+
+def _store_lost(err: BaseException | None) -> bool:
+    """Whether ``err`` or an exception it was raised from is a lost connection to a store;
+    MLflow wraps them in MlflowException, whose text still names them."""
+    seen = 0
+    while err is not None and seen < 10:
+        text = str(err)
+        if type(err).__name__ in LOST_STORE or "Max retries exceeded" in text or \
+                "Failed to establish a new connection" in text:
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what workers are started with
     # MLflow sets its own loggers to INFO when imported, which the loop below cannot undo.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # MLflow retries a failed HTTP request 7 times with exponential backoff and waits 120 s on
+    # each: a tracking server that dies mid-job took minutes to report. Bounded here (a dead
+    # server is reported within seconds, a hung one within about a minute); a user's own
+    # settings win.
+    for name, value in HTTP_LIMITS.items():
+        os.environ.setdefault(name, value)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "optuna", "mlflow", "urllib3"):
@@ -302,6 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError, LookupError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except workers.WorkerFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as err:
         print("interrupted: open runs were ended as KILLED; run again to resume",
               file=sys.stderr)

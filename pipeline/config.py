@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +26,19 @@ CELLS = ("rnn", "lstm", "gru")
 PROTOCOLS = ("default", "tutorial")
 DEVICES = ("auto", "cpu", "cuda")
 GRAPH_MODES = ("auto", "on", "off")
+SCHEDULES = ("constant", "cosine")
 EVAL_KINDS = ("random", "tutorial")
 SPACE_TYPES = ("float", "int")
+TUTORIAL_POINTS = 10
+"""Points per window of the tutorial's protocol (each spans [s*pi, (s+1)*pi])."""
+MAX_HIDDEN = 4096
+"""Largest hidden size accepted (model.hidden_size, the top of its study.space range): an LSTM this
+wide already holds 134M weights (0.5 GB, three times that with Adam's state); wider is a typo
+(``1e9``), refused up front rather than found by the first trial that cannot allocate it."""
+MAX_LAYERS = 16
+"""Most stacked recurrent layers accepted."""
+MAX_SEED = 2**32 - 1
+"""NumPy's seeds are unsigned 32-bit integers."""
 
 
 class ConfigError(ValueError):
@@ -40,9 +52,23 @@ def _check(ok: bool, message: str) -> None:
 
 def _check_range(name: str, bounds: tuple[float, float], *, positive: bool = True) -> None:
     low, high = bounds
+    _check(math.isfinite(low) and math.isfinite(high),
+           f"{name} must be finite, got [{low}, {high}]")
     if positive:
         _check(low > 0 and high > 0, f"{name} must be positive, got [{low}, {high}]")
     _check(low <= high, f"{name} is reversed: low {low} > high {high}")
+
+
+def _check_seed(name: str, seed: int) -> None:
+    _check(0 <= seed <= MAX_SEED, f"{name} must be in [0, 2**32 - 1], got {seed}")
+
+
+def _check_name(name: str, value: str) -> None:
+    """A name that becomes part of run, study or model names: not empty, no surrounding blanks
+    or control characters (MLflow and Optuna accept them, then show them as nothing)."""
+    _check(bool(value.strip()), f"{name} is empty")
+    _check(value == value.strip() and value.isprintable(),
+           f"{name} has blanks around it or control characters: {value!r}")
 
 
 @dataclass(frozen=True)
@@ -66,11 +92,14 @@ class EvalSetConfig:
     """For ``tutorial`` sets: index s of the first window (the tutorial trains on s = 0..59)."""
 
     def __post_init__(self) -> None:
-        _check(bool(self.name) and "/" not in self.name, f"eval set name {self.name!r} invalid")
+        _check(re.fullmatch(r"[A-Za-z0-9_.\-]+", self.name) is not None,
+               f"eval set name {self.name!r} invalid: it names metrics (test/<name>/mse), so "
+               "letters, digits, _ - . only")
         _check(self.kind in EVAL_KINDS, f"eval set {self.name}: unknown kind {self.kind!r} "
                f"(valid: {', '.join(EVAL_KINDS)})")
         _check(self.n > 0, f"eval set {self.name}: n must be positive, got {self.n}")
         _check(self.seq_len >= 0, f"eval set {self.name}: seq_len must be >= 0")
+        _check(self.start >= 0, f"eval set {self.name}: start must be >= 0, got {self.start}")
         for name in ("spacing", "frequency"):
             bounds = getattr(self, name)
             if bounds != (0.0, 0.0):
@@ -91,10 +120,12 @@ class DataConfig:
     frequency: tuple[float, float] = (0.5, 1.5)
     """Training range of the angular frequency. Only the product frequency * spacing, the phase
     step between points, reaches the model, so both ranges together set what it must handle."""
-    warmup: int = 3
-    """Leading points of each window left out of the loss and every metric: cos t is not a
-    function of one sin value, and with an unknown phase step three points are needed to fix it
-    (sin(t+d) + sin(t-d) = 2 sin t cos d). 0 scores every point, as the tutorial does."""
+    warmup: int = 2
+    """Leading points of each window left out of the loss and every metric: the points before
+    the first knowable one. cos t is not a function of one sin value; with the phase step d
+    unknown, three consecutive values s0, s1, s2 fix it at the third (2 cos d = (s0 + s2) / s1,
+    then cos t2 = (s2 cos d - s1) / sin d), so points 0 and 1 are left out and point 2 is the
+    first scored. 0 scores every point, as the tutorial does."""
     val: EvalSetConfig = EvalSetConfig(name="val", n=256)
     """The validation set: model selection and pruning look at it only."""
     tests: tuple[EvalSetConfig, ...] = (
@@ -115,8 +146,23 @@ class DataConfig:
         _check_range("data.frequency", self.frequency)
         _check(0 <= self.warmup < self.seq_len,
                f"data.warmup must be in [0, seq_len), got {self.warmup}")
+        _check(len(self.tests) > 0, "data.tests is empty: the studies' best models are scored "
+               "on the test sets, so at least one is needed")
         names = [t.name for t in self.tests]
         _check(len(set(names)) == len(names), f"data.tests names repeat: {names}")
+        _check_seed("data.seed", self.seed)
+        for where, spec in [("data.val", self.val), *(("data.tests", t) for t in self.tests)]:
+            # A set whose points all fall in the warm-up scores nothing: NaN metrics, exit 0.
+            points = self.scored_points(spec)
+            _check(points > self.warmup, f"{where}: set {spec.name!r} has {points} points per "
+                   f"window, not more than data.warmup = {self.warmup}: nothing would be scored")
+
+    def scored_points(self, spec: EvalSetConfig) -> int:
+        """Points of the longest stretch a set's warm-up applies to: one window of a stateless
+        set, all of a tutorial set's consecutive windows (its state is carried)."""
+        if spec.kind == "tutorial":
+            return spec.n * TUTORIAL_POINTS
+        return spec.seq_len or self.seq_len
 
 
 @dataclass(frozen=True)
@@ -134,6 +180,10 @@ class ModelConfig:
         _check(self.cell in CELLS, f"unknown cell {self.cell!r} (valid: {', '.join(CELLS)})")
         _check(self.hidden_size > 0, f"model.hidden_size must be positive, got {self.hidden_size}")
         _check(self.num_layers > 0, f"model.num_layers must be positive, got {self.num_layers}")
+        _check(self.hidden_size <= MAX_HIDDEN,
+               f"model.hidden_size must be at most {MAX_HIDDEN}, got {self.hidden_size}")
+        _check(self.num_layers <= MAX_LAYERS,
+               f"model.num_layers must be at most {MAX_LAYERS}, got {self.num_layers}")
 
 
 @dataclass(frozen=True)
@@ -148,6 +198,12 @@ class TrainConfig:
     """Windows per step (the tutorial protocol always uses 1)."""
     eval_every: int = 25
     """Steps between validation passes; also the pruner's reporting interval."""
+    schedule: str = "constant"
+    """Learning-rate schedule over ``steps``: ``constant`` keeps ``lr``; ``cosine`` decays it
+    from ``lr`` to 0 along half a cosine (torch's ``CosineAnnealingLR``), after the warm-up."""
+    lr_warmup_steps: int = 0
+    """Steps of linear learning-rate warm-up from lr/100 to ``lr`` before the schedule (torch's
+    ``LinearLR``); 0 for none. Not ``data.warmup``, which counts points of a window."""
     grad_clip: float = 1.0
     """Max gradient norm: recurrent nets explode now and then, and one bad step should not
     waste a trial. 0 disables clipping."""
@@ -167,7 +223,12 @@ class TrainConfig:
         _check(self.steps > 0, f"train.steps must be positive, got {self.steps}")
         _check(self.batch_size > 0, f"train.batch_size must be positive, got {self.batch_size}")
         _check(self.eval_every > 0, f"train.eval_every must be positive, got {self.eval_every}")
+        _check(self.schedule in SCHEDULES, f"unknown train.schedule {self.schedule!r} "
+               f"(valid: {', '.join(SCHEDULES)})")
+        _check(0 <= self.lr_warmup_steps < self.steps,
+               f"train.lr_warmup_steps must be in [0, steps), got {self.lr_warmup_steps}")
         _check(self.grad_clip >= 0, f"train.grad_clip must be >= 0, got {self.grad_clip}")
+        _check_seed("train.seed", self.seed)
         _check(self.device in DEVICES,
                f"unknown train.device {self.device!r} (valid: {', '.join(DEVICES)})")
         _check(self.threads > 0, f"train.threads must be positive, got {self.threads}")
@@ -241,12 +302,22 @@ class StudyConfig:
     def __post_init__(self) -> None:
         _check(len(self.cells) > 0, "study.cells is empty")
         for cell in self.cells:
-            _check(cell in CELLS, f"unknown cell {cell!r} (valid: {', '.join(CELLS)})")
+            _check(cell in CELLS, f"unknown cell {cell!r} in study.cells "
+                   f"(valid: {', '.join(CELLS)})")
         _check(len(set(self.cells)) == len(self.cells), f"study.cells repeat: {self.cells}")
         _check(self.n_trials > 0, f"n_trials must be positive, got {self.n_trials}")
-        _check(bool(self.name), "study.name is empty")
-        _check(bool(self.storage), "study.storage is empty")
+        _check_name("study.name", self.name)
+        _check(bool(self.storage.strip()), "study.storage is empty")
         _check(len(self.space) > 0, "study.space is empty")
+        width = self.space.get("model.hidden_size")
+        if width is not None:  # a typo (1e9) is refused here, not by the trial it cannot fit
+            _check(width.high <= MAX_HIDDEN, f"study.space.model.hidden_size must stay within "
+                   f"[1, {MAX_HIDDEN}], got [{width.low}, {width.high}]")
+        _check_seed("study.sampler_seed", self.sampler_seed)
+        _check(self.pruner_startup_trials >= 0, "study.pruner_startup_trials must be >= 0, "
+               f"got {self.pruner_startup_trials}")
+        _check(self.pruner_warmup_steps >= 0, "study.pruner_warmup_steps must be >= 0, "
+               f"got {self.pruner_warmup_steps}")
         _check(self.heartbeat_interval > 0, "study.heartbeat_interval must be positive")
         _check(self.grace_period > self.heartbeat_interval,
                "study.grace_period must exceed study.heartbeat_interval")
@@ -270,8 +341,9 @@ class TrackingConfig:
         return f"{self.registry_prefix}-{cell}"
 
     def __post_init__(self) -> None:
-        _check(bool(self.registry_prefix), "tracking.registry_prefix is empty")
-        _check(bool(self.alias), "tracking.alias is empty")
+        _check_name("tracking.experiment", self.experiment)
+        _check_name("tracking.registry_prefix", self.registry_prefix)
+        _check_name("tracking.alias", self.alias)
         _check(self.plot_windows > 0, "tracking.plot_windows must be positive")
 
 
@@ -378,7 +450,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_key_loader()) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except OSError as err:  # unreadable: permissions, a folder's race
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    except _DuplicateKey as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -390,6 +468,29 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
         return cfg.replace(overrides or {})
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+def _unique_key_loader() -> type:
+    """PyYAML's safe loader, except that a key given twice in one mapping (at any depth) is an
+    error: the plain loader keeps the last and silently drops the first."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            seen: set[str] = set()
+            for key_node, _ in node.value:
+                key = repr(self.construct_object(key_node, deep=True))
+                if key in seen:
+                    raise _DuplicateKey(f"key {key} given twice "
+                                        f"(line {key_node.start_mark.line + 1})")
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
+
+
+class _DuplicateKey(ConfigError):
+    pass
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -405,6 +506,11 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
             raise ConfigError(f"unknown key {key!r}")
         name, parts = ".".join(parts[:n]), parts[n:]
         if not parts:
+            # A section takes a mapping; only a space entry may be removed with null.
+            if (isinstance(node[name], dict) and not isinstance(value, dict)
+                    and not (value is None and key.startswith("study.space."))):
+                fields = ", ".join(f"{key}.{field}" for field in node[name])
+                raise ConfigError(f"{key} is a section, not a field: set one of {fields}")
             node[name] = value
         node = node[name]
 
@@ -428,7 +534,13 @@ def _build(cls: type, tree: Any, prefix: str) -> Any:
         raise ConfigError(f"{prefix or 'config'} needs {', '.join(missing)}")
     kwargs = {name: _convert(hints[name], value, f"{prefix}.{name}" if prefix else name)
               for name, value in tree.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        # An eval set's own checks cannot know where it sits (data.val, data.tests): say it.
+        if prefix and not str(err).startswith(prefix.split(".")[0]):
+            raise ConfigError(f"{prefix}: {err}") from None
+        raise
 
 
 def _convert(tp: Any, value: Any, key: str) -> Any:
@@ -476,6 +588,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             number = float(value) if tp is float else _to_int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key} must be {tp.__name__}, got {value!r}") from None
+        # NaN passes every `x > 0` check by failing it silently, inf every upper bound: no
+        # field of ours means anything non-finite, so it is refused here, for all of them.
+        if isinstance(number, float) and not math.isfinite(number):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
         return number
     if tp is str:
         if not isinstance(value, str | int | float) or isinstance(value, bool):

@@ -19,10 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.config import DataConfig, EvalSetConfig
-
-TUTORIAL_POINTS = 10
-"""Points per tutorial window: ``np.linspace(s*pi, (s+1)*pi, 10)``."""
+from pipeline.config import TUTORIAL_POINTS, DataConfig, EvalSetConfig
 
 
 @dataclass(frozen=True)
@@ -113,7 +110,8 @@ def make_train_batches(cfg: DataConfig, steps: int, batch_size: int) -> tuple[to
 
 
 def metric_mask(seq_len: int, warmup: int, stateful: bool, n: int) -> np.ndarray:
-    """Which points count, (n, T) bool: all but the warm-up of each window.
+    """Which points count, (n, T) bool: all but the warm-up of each window (its first
+    ``warmup`` points, those before the first knowable one).
 
     With state carried through consecutive windows only the very first window warms up.
     """
@@ -147,6 +145,31 @@ def linear_rule_baseline(ws: Windows) -> np.ndarray:
         pred[0, 0] = 0.0
     else:
         pred[:, 0] = 0.0
+    return pred[..., None].astype(np.float32)
+
+
+def three_point_rule(ws: Windows) -> np.ndarray:
+    """The exact rule with the phase step unknown, estimated from the inputs alone: what makes
+    point 2 the first knowable one (``DataConfig.warmup``).
+
+    sin(t+d) + sin(t-d) = 2 sin t cos d, so each three consecutive values s0, s1, s2 give
+    cos d = (s0 + s2) / (2 s1); then cos t2 = (s2 cos d - s1) / sin d, with sin d > 0 for the
+    steps in (0, pi) used here. At point k the estimate pools every triple up to k by least
+    squares (cos d = sum s1 (s0 + s2) / (2 sum s1^2)), so a triple whose middle value is near 0,
+    where one triple alone says little, is outweighed by the others. Causal: point k uses
+    points 0..k only. Points 0 and 1 predict 0. Stateless windows only.
+    """
+    x = ws.x[..., 0].astype(np.float64)
+    n, t = x.shape
+    pred = np.zeros_like(x)
+    if t < 3:
+        return pred[..., None].astype(np.float32)
+    mid, outer = x[:, 1:-1], x[:, :-2] + x[:, 2:]
+    num = np.cumsum(mid * outer, axis=1)
+    den = 2 * np.cumsum(mid * mid, axis=1)
+    cos_d = np.clip(num / np.maximum(den, 1e-300), -1.0, 1.0)
+    sin_d = np.sqrt(np.maximum(1.0 - cos_d**2, 1e-300))
+    pred[:, 2:] = (x[:, 2:] * cos_d - x[:, 1:-1]) / sin_d
     return pred[..., None].astype(np.float32)
 
 

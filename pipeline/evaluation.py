@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline import interrupts
 from pipeline.config import ExperimentConfig
 from pipeline.data import (
     Windows,
@@ -110,6 +111,12 @@ def baseline_scores(cfg: ExperimentConfig,
             for name, fn in BASELINES.items()}
 
 
+def zero_reference(cfg: ExperimentConfig, val: Windows | None = None) -> float:
+    """The zero baseline's validation MSE: the bar a model must pass to be a champion."""
+    val = val if val is not None else make_eval_set(cfg.data, cfg.data.val)
+    return masked_mse(zero_baseline(val), val, cfg.data.warmup)
+
+
 @dataclass(frozen=True)
 class SeedRun:
     """One retrain of a fixed configuration with its own weight seed, tested once."""
@@ -121,6 +128,9 @@ class SeedRun:
     """``score_sets`` of that checkpoint."""
     seconds: float
     device: str
+    best_step: int = 0
+    """Step of the best validation MSE: at or near ``train.steps``, the curve had not
+    flattened."""
 
 
 def retrain(cfg: ExperimentConfig, seed: int, sets: dict[str, Windows],
@@ -134,10 +144,12 @@ def retrain(cfg: ExperimentConfig, seed: int, sets: dict[str, Windows],
         val: the validation windows; drawn from the config when None.
     """
     cfg = cfg.replace({"train.seed": seed})
-    result = fit(cfg, val=val)
+    # interrupts.callback: SIGINT/SIGTERM stop the report's training at its validation passes.
+    result = fit(cfg, callbacks=[interrupts.callback], val=val)
     model = build_model(cfg.model, result.state_dict)
     scores = score_sets(model_predictor(model), sets, cfg.data.warmup)
-    return SeedRun(seed, result.best_val, scores, result.seconds, result.device)
+    return SeedRun(seed, result.best_val, scores, result.seconds, result.device,
+                   result.best_step)
 
 
 def replay_tutorial(cfg: ExperimentConfig, callbacks: Iterable[Callback] = ()
@@ -159,8 +171,12 @@ def replay_tutorial(cfg: ExperimentConfig, callbacks: Iterable[Callback] = ()
         raise ValueError(f"replay_tutorial needs data.protocol tutorial, "
                          f"got {cfg.data.protocol!r}")
     preds: list[torch.Tensor] = []
-    result = fit(cfg, callbacks, on_step=lambda _step, pred: preds.append(pred[0]),
-                 keep="last")
+
+    def keep(_step: int, pred: torch.Tensor) -> None:
+        interrupts.check()  # a safe point: no store is written while the replay trains
+        preds.append(pred[0])
+
+    result = fit(cfg, callbacks, on_step=keep, keep="last")
     model = build_model(cfg.model, result.state_dict)
     return (tutorial_windows(0, cfg.train.steps), torch.stack(preds).cpu().numpy(), model,
             result)
@@ -203,19 +219,32 @@ def _thirds(ws: Windows, pred: np.ndarray, warmup: int) -> tuple[float, float, f
             masked_mse(pred[:k], part(0, k), warmup), masked_mse(pred[n - k:], part(n - k, n), 0))
 
 
-def tutorial_run(cfg: ExperimentConfig, seed: int, sets: dict[str, Windows]) -> TutorialRun:
-    """Replays the tutorial with ``train.seed = seed`` and measures its claims' quantities."""
+def tutorial_run(cfg: ExperimentConfig, seed: int, sets: dict[str, Windows],
+                 warmup: int | None = None) -> TutorialRun:
+    """Replays the tutorial with ``train.seed = seed`` and measures its claims' quantities.
+
+    Args:
+        cfg: the tutorial's config (it trains as the blog did, on every point).
+        seed: the weight seed.
+        sets: held-out sets to test on.
+        warmup: the warm-up its MSEs are scored with (the report passes the job's, so all its
+            tables score alike); the config's own when None.
+    """
+    warmup = cfg.data.warmup if warmup is None else warmup
     cfg = cfg.replace({"train.seed": seed})
     ws, pred, model, result = replay_tutorial(cfg)
-    scores = score_sets(model_predictor(model), sets, cfg.data.warmup)
-    return measure_tutorial(cfg, ws, pred, scores, result.seconds)
+    scores = score_sets(model_predictor(model), sets, warmup)
+    return measure_tutorial(cfg, ws, pred, scores, result.seconds, warmup)
 
 
 def measure_tutorial(cfg: ExperimentConfig, ws: Windows, pred: np.ndarray,
-                     scores: dict[str, float], seconds: float) -> TutorialRun:
+                     scores: dict[str, float], seconds: float,
+                     warmup: int | None = None) -> TutorialRun:
     """The claims' quantities of one replay (``replay_tutorial``'s windows and predictions),
-    with the last weights' ``score_sets``."""
-    early_cliff, late_cliff, early_mse, late_mse = _thirds(ws, pred, cfg.data.warmup)
+    with the last weights' ``score_sets``; its MSEs scored with ``warmup`` (the config's own
+    when None)."""
+    warmup = cfg.data.warmup if warmup is None else warmup
+    early_cliff, late_cliff, early_mse, late_mse = _thirds(ws, pred, warmup)
     return TutorialRun(
         seed=cfg.train.seed, train_cliff=cliff(pred, ws),
         train_interior=interior_step_error(pred, ws), early_cliff=early_cliff,

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import ExperimentConfig
+from pipeline.evaluation import zero_reference
 from pipeline.metrics import summarize
 from pipeline.verdicts import (
     BASELINE_LABELS,
@@ -22,11 +23,16 @@ from pipeline.verdicts import (
     differences,
     finite_spread,
     fmt,
+    median_best_step,
     pm,
     seed_spread,
-    stateful_name,
     tutorial_claims,
 )
+
+COMPARISON_FIGURE = "report/comparison.png"
+"""The champions beside the baselines, on the job run."""
+TUTORIAL_FIGURE = "report/tutorial.png"
+"""The tutorial's red/blue figure, on the job run."""
 
 
 def _space_cells(cfg: ExperimentConfig, params: dict[str, Any]) -> list[str]:
@@ -37,13 +43,17 @@ def _space_cells(cfg: ExperimentConfig, params: dict[str, Any]) -> list[str]:
 def summary_table(outcomes: Sequence, cfg: ExperimentConfig) -> str:
     """A Markdown table of each study's best trial, its scores and its registry version."""
     tests = [t.name for t in cfg.data.tests]
-    head = ["cell", "best trial", *cfg.study.space, "val MSE", "test MSE",
+    head = ["cell", "best trial", *cfg.study.space, "val MSE", "test MSE, this model",
             *(f"test {t}" for t in tests), "model version"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    zero = zero_reference(cfg)
     for o in outcomes:
+        name = cfg.tracking.registry_name(o.cell)
+        # A link into the MLflow UI that shows report.md (its routes live after the '#').
         version = "-" if o.model_version is None else (
-            f"{cfg.tracking.registry_name(o.cell)} v{o.model_version}"
-            + (f" @{cfg.tracking.alias}" if o.champion_moved else ""))
+            f"[{name} v{o.model_version}](#/models/{name}/versions/{o.model_version})"
+            + (f" @{cfg.tracking.alias}" if o.champion_moved else "")
+            + (" (no alias: not below zero)" if not o.val_mse < zero else ""))
         row = [o.cell, str(o.best_trial), *_space_cells(cfg, o.best_params), fmt(o.val_mse),
                fmt(o.test_mse.get("test/mse")),
                *(fmt(o.test_mse.get(f"test/{t}/mse")) for t in tests), version]
@@ -55,23 +65,24 @@ def results_table(cfg: ExperimentConfig, cells: Sequence[CellResult],
                   baselines: dict[str, dict[str, float]]) -> str:
     """One row per cell (champion configuration, seed retrains) and one per baseline."""
     tests = [t.name for t in cfg.data.tests]
-    cliff_set = stateful_name(cfg)
+    # No cliff column: the champions are trained on independent windows from a fresh state,
+    # so a jump at a window boundary of theirs measures that mismatch, not a cliff; the cliff
+    # is the tutorial protocol's, in its own table.
     head = ["model", *cfg.study.space, "val MSE", *(f"test {t}" for t in tests), "test mean",
-            f"cliff ({cliff_set})" if cliff_set else "cliff", "train s", "device"]
+            f"best step (of {cfg.train.steps})", "train s", "device"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cells:
-        cliff = seed_spread(c.seeds, f"test/{cliff_set}/cliff") if cliff_set else None
         seconds = finite_spread([r.seconds for r in c.seeds])
         row = [c.cell, *_space_cells(cfg, c.params), fmt(c.val_mse),
                *(pm(seed_spread(c.seeds, f"test/{t}/mse")) for t in tests),
-               pm(seed_spread(c.seeds, "test/mse")), pm(cliff),
+               pm(seed_spread(c.seeds, "test/mse")), str(median_best_step(c) or "-"),
                fmt(seconds.mean) if seconds else "-",
                ", ".join(sorted({r.device for r in c.seeds})) or "-"]
         lines.append("| " + " | ".join(row) + " |")
     for name, scores in baselines.items():
         row = [BASELINE_LABELS[name], *("-" for _ in cfg.study.space), fmt(scores.get("val/mse")),
                *(fmt(scores.get(f"test/{t}/mse")) for t in tests), fmt(scores.get("test/mse")),
-               fmt(scores.get(f"test/{cliff_set}/cliff")) if cliff_set else "-", "-", "-"]
+               "-", "-", "-"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -116,22 +127,34 @@ def machine() -> str:
             f"{gpu}; Python {platform.python_version()}, torch {torch.__version__}")
 
 
+def scoring_note(cfg: ExperimentConfig) -> str:
+    """The one scoring every table of the report uses, said once."""
+    w = cfg.data.warmup
+    if not w:
+        return "Every MSE in this report scores every point of every window.\n"
+    return (f"Every MSE in this report, the tutorial protocol's runs included, is on this "
+            f"job's own sets and leaves out the first {w} point{'s' if w > 1 else ''} of each "
+            f"window (of the first window only where the state is carried across windows): "
+            f"point {w} is the first one whose cos the sin values before it can fix.\n")
+
+
 def render(cfg: ExperimentConfig, cells: Sequence[CellResult],
            baselines: dict[str, dict[str, float]], tut: TutorialResult | None,
-           warnings: Sequence[str], studies: str) -> str:
+           warnings: Sequence[str], studies: str, refused: Sequence[str] = ()) -> str:
     """The whole report as Markdown."""
     n_seeds = cfg.report.seeds
     parts = [
         f"# Report: {cfg.study.name}\n",
         f"Machine: {machine()}.\n",
+        scoring_note(cfg),
         f"Each cell's champion configuration (best {', '.join(cfg.study.space)}, chosen on "
         f"validation only, {cfg.study.n_trials} trials per study) retrained with {n_seeds} "
         f"weight seeds (train.seed + 1 ... + {n_seeds}), each tested once. Test MSE: mean ± "
         "half-width of the 95% Student-t interval over those seeds. val MSE: the best trial's. "
-        "The cliff is the mean absolute jump of the prediction between the last point of one "
-        "window and the first of the next on consecutive windows (true jump 0). Baselines are "
-        "deterministic.\n",
+        "Baselines are deterministic.\n",
+        *([("\n".join(f"- NO CHAMPION: {r}" for r in refused)) + "\n"] if refused else []),
         results_table(cfg, cells, baselines),
+        f"![champions and baselines on the same held-out windows]({COMPARISON_FIGURE})\n",
         "## Differences between cells\n",
         "Called only when the 95% interval of the difference of means (Welch) excludes 0.\n",
         "\n".join(differences(cfg, cells, baselines)) + "\n",
@@ -148,13 +171,19 @@ def render(cfg: ExperimentConfig, cells: Sequence[CellResult],
             f"{len(next(iter(tut.runs.values())))} seeds per cell. *In training*: the "
             "prediction the model made for each training window as it came, before the "
             "optimizer step on it (what the blog's red/blue figure shows). *After*: the final "
-            "weights run over the continuation windows from a fresh state. Step error: the "
+            "weights run over the continuation windows from a fresh state. The cliff is the "
+            "mean absolute jump of the prediction between the last point of one window and the "
+            "first of the next on consecutive windows (true jump 0). Step error: the "
             "same jump measure between neighbouring points inside windows, where a cliff is a "
-            "boundary effect only if it is larger.\n",
+            "boundary effect only if it is larger. Test MSE columns: the job's own test sets, "
+            "scored as every table here.\n",
             tutorial_table(tut),
+            f"![the tutorial's protocol: target and prediction during training]"
+            f"({TUTORIAL_FIGURE})\n",
             "| claim | verdict | evidence |\n|---|---|---|\n" + "".join(
                 f"| {c.claim} | **{c.verdict}** | {c.evidence} |\n"
                 for c in tutorial_claims(tut)),
         ]
-    parts += ["## Studies\n", studies]
+    parts += ["## Studies\n", "Each study's best trial, tested once: its test MSE is that one "
+              "registered model's, not the seed mean above.\n", studies]
     return "\n".join(parts)

@@ -26,6 +26,8 @@ optuna itself.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,22 +50,22 @@ from pipeline.evaluation import (
 )
 from pipeline.metrics import cliff
 from pipeline.plots import comparison_figure, tutorial_figure
-from pipeline.render import render, summary_table
+from pipeline.render import COMPARISON_FIGURE, TUTORIAL_FIGURE, render, summary_table
 from pipeline.runs import tracked_fit
 from pipeline.tracking import Tracker
-from pipeline.verdicts import CellResult, TutorialResult, edge_warnings, finite_spread
+from pipeline.verdicts import (
+    CellResult,
+    TutorialResult,
+    edge_warnings,
+    finite_spread,
+    refused_champions,
+)
 
 log = logging.getLogger(__name__)
 
 
 REPO = Path(__file__).resolve().parents[1]
 """The repository root: relative config paths are also looked up there."""
-
-
-COMPARISON_FIGURE = "report/comparison.png"
-
-
-TUTORIAL_FIGURE = "report/tutorial.png"
 
 
 def resolve_path(path: str) -> Path:
@@ -88,26 +90,50 @@ def _log_seeds(tracker: Tracker, run_id: str, runs: Sequence[Any], extra: Callab
 
 
 def _seed_run(tracker: Tracker, cfg: ExperimentConfig, seed: int, parent: str,
-              sets: dict[str, Windows], val: Windows) -> SeedRun:
+              sets: dict[str, Windows], val: Windows, base: ExperimentConfig) -> SeedRun:
     """One retrain of a champion configuration with weight seed ``seed``, a tracked run
-    (stepped metrics, prediction plot, test scores) nested under the study run."""
+    (stepped metrics, prediction plot, test scores) nested under the study run; its params
+    are what differs from the job's config ``base``."""
     cfg = cfg.replace({"train.seed": seed})
     cell = cfg.model.cell
     done = tracked_fit(tracker, cfg, f"{cell}-seed-{seed}", val=val, parent_run_id=parent,
                        tags={"cellstudy.level": "seed", "cell": cell},
-                       callbacks=[interrupts.callback], test_sets=sets)
+                       callbacks=[interrupts.callback], test_sets=sets, base=base)
     return SeedRun(seed, done.result.best_val, done.scores, done.result.seconds,
-                   done.result.device)
+                   done.result.device, done.result.best_step)
 
 
 def _log_summary(tracker: Tracker, name: str, parent: str, level: str, cell: str,
                  params: dict[str, Any], runs: Sequence[Any],
-                 extra: Callable[[Any], dict]) -> None:
+                 extra: Callable[[Any], dict], key: Any) -> None:
     """A run that gathers a cell's seed runs: per-seed values as steps, their means and
-    intervals."""
-    with tracker.run(name, parent, {"cellstudy.level": level, "cell": cell}) as run_id:
+    intervals; logged once for ``key`` (see ``_once``)."""
+
+    def body(run_id: str) -> None:
         tracker.log_params(run_id, params)
         _log_seeds(tracker, run_id, runs, extra)
+
+    _once(tracker, name, parent, {"cellstudy.level": level, "cell": cell}, key, body)
+
+
+def _once(tracker: Tracker, name: str, parent: str, tags: dict[str, str], key: Any,
+          body: Callable[[str], None]) -> str:
+    """Logs a run of the report under ``parent`` once for ``key`` (what its numbers depend
+    on): a rerun after an interrupted report finds the FINISHED run it logged and does not log
+    a second one.
+
+    Returns:
+        The run's id, the earlier one where it was found.
+    """
+    digest = hashlib.sha256(repr((name, tags.get("cellstudy.level"), key)).encode())
+    key = digest.hexdigest()[:32]
+    done = tracker.finished_run(parent, key)
+    if done:
+        return done
+    interrupts.check()  # between the report's runs: a safe point
+    with tracker.run(name, parent, {**tags, "cellstudy.key": key}) as run_id:
+        body(run_id)
+    return run_id
 
 
 def _cell_results(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
@@ -120,18 +146,20 @@ def _cell_results(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
             continue
         ccfg = cfg.replace({"model.cell": o.cell, **o.best_params})
         log.info("%s: retraining the champion configuration with %d seeds", o.cell, len(seeds))
-        runs = [_seed_run(tracker, ccfg, s, o.study_run_id, sets, val) for s in seeds]
+        runs = [_seed_run(tracker, ccfg, s, o.study_run_id, sets, val, cfg) for s in seeds]
         cells.append(CellResult(o.cell, dict(o.best_params), float(o.val_mse), runs))
         _log_summary(tracker, f"{o.cell}-seeds", o.study_run_id, "seeds", o.cell,
-                     {**o.best_params, "seeds": seeds},
-                     runs, lambda r: {"val/mse_best": r.val_mse, "train/seconds": r.seconds})
+                     {"model.cell": o.cell, **o.best_params, "seeds": seeds},
+                     runs, lambda r: {"val/mse_best": r.val_mse, "val/best_step": r.best_step,
+                                      "train/seconds": r.seconds}, key=(ccfg, seeds))
     return cells
 
 
 def _tutorial_seed(tracker: Tracker, cfg: ExperimentConfig, seed: int, parent: str,
-                   sets: dict[str, Windows]) -> TutorialRun:
+                   sets: dict[str, Windows], warmup: int) -> TutorialRun:
     """The tutorial's protocol with one seed, a tracked run under the job run: stepped
-    metrics and the blog's red/blue figure of the predictions made during training."""
+    metrics and the blog's red/blue figure of the predictions made during training, its MSEs
+    scored with the job's ``warmup``."""
     cfg = cfg.replace({"train.seed": seed})
     cell = cfg.model.cell
     replayed: dict[str, Any] = {}
@@ -148,27 +176,34 @@ def _tutorial_seed(tracker: Tracker, cfg: ExperimentConfig, seed: int, parent: s
     done = tracked_fit(tracker, cfg, f"tutorial-{cell}-seed-{seed}",
                        val=validation_set(cfg.data), parent_run_id=parent,
                        tags={"cellstudy.level": "tutorial-seed", "cell": cell},
-                       callbacks=[interrupts.callback], train=train, plot=plot, test_sets=sets)
+                       callbacks=[interrupts.callback], train=train, plot=plot, test_sets=sets,
+                       test_warmup=warmup, base=cfg)
     return measure_tutorial(cfg, replayed["ws"], replayed["pred"], done.scores,
-                            done.result.seconds)
+                            done.result.seconds, warmup)
 
 
-def _tutorial(cfg: ExperimentConfig, tracker: Tracker, job_run_id: str) -> TutorialResult | None:
+def _tutorial(cfg: ExperimentConfig, tracker: Tracker, job_run_id: str,
+              sets: dict[str, Windows], baselines: dict[str, dict[str, float]]
+              ) -> TutorialResult | None:
+    """The tutorial's protocol, trained as the blog did, but scored as every table of the
+    report: on the job's own ``sets`` with the job's warm-up (one scoring, one name)."""
     if not cfg.report.tutorial_config or cfg.report.tutorial_seeds == 0:
         return None
     tcfg = load_config(resolve_path(cfg.report.tutorial_config),
                        {"train.device": cfg.train.device})
-    sets = held_out_sets(tcfg)
+    # The sets it is tested on are the job's: its config names them too.
+    tcfg = dataclasses.replace(tcfg, data=dataclasses.replace(tcfg.data, tests=cfg.data.tests))
     runs = {}
     for cell in cfg.study.cells:
         log.info("tutorial protocol: %s with %d seeds", cell, cfg.report.tutorial_seeds)
         ccfg = tcfg.replace({"model.cell": cell})
-        runs[cell] = [_tutorial_seed(tracker, ccfg, s, job_run_id, sets)
+        runs[cell] = [_tutorial_seed(tracker, ccfg, s, job_run_id, sets, cfg.data.warmup)
                       for s in range(cfg.report.tutorial_seeds)]
         _log_summary(tracker, f"tutorial-{cell}", job_run_id, "tutorial", cell,
                      {"config": cfg.report.tutorial_config, "seeds": cfg.report.tutorial_seeds},
-                     runs[cell], _tutorial_metrics)
-    return TutorialResult(tcfg, runs, baseline_scores(tcfg, sets), baseline_train_cliffs(tcfg))
+                     runs[cell], _tutorial_metrics, key=(ccfg, cfg.report.tutorial_seeds))
+    # The job's sets and warm-up: its baselines are the tutorial table's too.
+    return TutorialResult(tcfg, runs, baselines, baseline_train_cliffs(tcfg))
 
 
 def _tutorial_metrics(r: TutorialRun) -> dict[str, float]:
@@ -210,11 +245,14 @@ def job_report(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
     sets = held_out_sets(cfg)
     baselines = _baselines(cfg, tracker, job_run_id, sets)
     cells = _cell_results(cfg, outcomes, tracker, sets)
-    tut = _tutorial(cfg, tracker, job_run_id)
+    tut = _tutorial(cfg, tracker, job_run_id, sets, baselines)
     warnings = edge_warnings(outcomes, cfg)
     for line in warnings:
         log.warning("search space: %s", line)
-    text = render(cfg, cells, baselines, tut, warnings, summary_table(outcomes, cfg))
+    refused = refused_champions(outcomes, baselines["zero"]["val/mse"], cfg)
+    for line in refused:
+        log.warning("no champion: %s", line)
+    text = render(cfg, cells, baselines, tut, warnings, summary_table(outcomes, cfg), refused)
     tracker.log_text(job_run_id, text, "report.md")
     _log_figures(cfg, outcomes, tut, tracker, job_run_id, sets)
     return text
@@ -225,9 +263,9 @@ def _baselines(cfg: ExperimentConfig, tracker: Tracker, job_run_id: str,
     """The baselines' scores, each logged as a run under the job run."""
     baselines = baseline_scores(cfg, sets)
     for name, scores in baselines.items():
-        with tracker.run(f"baseline-{name.replace('_', '-')}", job_run_id,
-                         {"cellstudy.level": "baseline", "baseline": name}) as run_id:
-            tracker.log_metrics(run_id, scores)
+        _once(tracker, f"baseline-{name.replace('_', '-')}", job_run_id,
+              {"cellstudy.level": "baseline", "baseline": name}, cfg.data,
+              lambda run_id, scores=scores: tracker.log_metrics(run_id, scores))
     return baselines
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from matplotlib.figure import Figure
 
+from pipeline import records
 from pipeline.config import ExperimentConfig, flatten, to_dict
 from pipeline.data import Windows
 from pipeline.evaluation import model_predictor, score_sets
@@ -32,7 +33,9 @@ from pipeline.train import Callback, FitResult, build_model, fit, predict, reach
 
 log = logging.getLogger(__name__)
 
-PLOT_PATH = "plots/val_predictions.png"
+PLOT_PATH = "val_predictions.png"
+"""Each run's prediction plot, at the top of its artifacts: MLflow 3.17's compare view shows
+only top-level artifacts side by side."""
 PRUNED_TAG = "cellstudy.pruned"
 """Tag of a run a pruner stopped: MLflow shows it KILLED, as an interrupted one."""
 
@@ -54,9 +57,15 @@ class TrackedFit:
     """``score_sets`` on the test sets, when they were given."""
 
 
-def loggable_params(cfg: ExperimentConfig) -> dict[str, object]:
-    """The flattened config as MLflow params, with the storage URL's password masked."""
-    return {**flatten(cfg), "study.storage": mask_url(cfg.study.storage)}
+def loggable_params(cfg: ExperimentConfig,
+                    base: ExperimentConfig | None = None) -> dict[str, object]:
+    """A training run's params, dotted names once. Under a job (``base``, the job's config)
+    what compares across its runs: the searched values, the cell and what differs from the
+    base (``records.trial_params``); alone (``cli train``) the whole config it trained with,
+    the study's settings aside (they searched nothing here)."""
+    if base is not None:
+        return records.trial_params(cfg, base)
+    return {k: v for k, v in flatten(cfg).items() if not k.startswith("study.")}
 
 
 def prediction_plot(cfg: ExperimentConfig, val: Windows, title: str) -> Plot:
@@ -78,7 +87,8 @@ def tracked_fit(tracker: Tracker, cfg: ExperimentConfig, name: str, *, val: Wind
                 on_start: Callable[[str], None] | None = None,
                 train: Trainer | None = None, plot: Plot | None = None,
                 test_sets: dict[str, Windows] | None = None,
-                background: bool = False) -> TrackedFit:
+                test_warmup: int | None = None, background: bool = False,
+                base: ExperimentConfig | None = None) -> TrackedFit:
     """Trains ``cfg`` as one tracked run.
 
     Args:
@@ -96,7 +106,11 @@ def tracked_fit(tracker: Tracker, cfg: ExperimentConfig, name: str, *, val: Wind
         train: how to train; ``fit`` on ``val`` by default.
         plot: the run's figure; the validation predictions by default.
         test_sets: held-out sets to score the kept weights on (``test/...`` metrics).
+        test_warmup: the warm-up they are scored with; the config's own when None (the
+            report scores the tutorial's runs with the job's, as all its tables).
         background: draw and upload the figure in the tracker's figure thread.
+        base: the job's config, where the run is one of a job's (a trial, a seed retrain):
+            its params are then what differs from it (see ``loggable_params``).
     """
     if run_id is None:
         run_id, owned = tracker.start_run(name, parent_run_id, tags), True
@@ -106,9 +120,13 @@ def tracked_fit(tracker: Tracker, cfg: ExperimentConfig, name: str, *, val: Wind
     plot = plot or prediction_plot(cfg, val, name)
     train = train or (lambda c, cbs: fit(c, cbs, val=val))
     with tracker.ending(run_id, killed_on) if owned else contextlib.nullcontext():
-        tracker.log_params(run_id, loggable_params(cfg),
+        tracker.log_params(run_id, loggable_params(cfg, base),
                            tags={"device": str(resolve_device(cfg.train.device)),
                                  **(tags or {})})
+        # The whole config it trained with, and the data it was validated on: the params
+        # above are only what compares.
+        tracker.log_config(run_id, records.resolved_config(cfg, mask_url))
+        tracker.log_datasets(run_id, {"val": (val.x, val.y)}, "validation")
         buffer = tracker.metric_buffer(run_id)
         try:
             result = train(cfg, [buffer, *callbacks])
@@ -118,8 +136,8 @@ def tracked_fit(tracker: Tracker, cfg: ExperimentConfig, name: str, *, val: Wind
         finally:
             buffer.flush()
         model = build_model(cfg.model, result.state_dict)
-        scores = score_sets(model_predictor(model), test_sets, cfg.data.warmup) \
-            if test_sets else {}
+        warmup = cfg.data.warmup if test_warmup is None else test_warmup
+        scores = score_sets(model_predictor(model), test_sets, warmup) if test_sets else {}
         tracker.log_metrics(run_id, {"val/mse_best": result.best_val,
                                      "val/best_step": result.best_step,
                                      "train/seconds": result.seconds, **scores})

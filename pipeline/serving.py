@@ -10,21 +10,27 @@ The contract other tools rely on::
     y = model.predict(x)   # x: float32 (batch, T, 1) sin values, T >= 1 -> (batch, T, 1) cos
 
 Each call starts from a fresh hidden state. The model is logged "from code": MLflow stores
-this file and runs it at load time (``set_model`` below) instead of unpickling an object, and
-the package travels inside the model (``code_paths``); so this module imports only the core
-and ``mlflow.pyfunc``.
+this file and runs it at load time (``set_model`` below) instead of unpickling an object. The
+code it needs travels inside the model (``code_paths``) as the package ``cellstudy_sin2cos``:
+copies of ``pipeline/model.py`` and ``pipeline/inputs.py`` only (``shipped_code``), under a name
+that no other project's ``pipeline`` package can shadow or be shadowed by where it is served.
+So this module imports nothing of ``pipeline`` at load time: only ``mlflow.pyfunc``, torch,
+and the shipped package, which MLflow puts on ``sys.path`` before running this file.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import mlflow.models
 import mlflow.pyfunc
 
-# Defined without MLflow so the CLI checks input before importing it.
-from pipeline.inputs import as_sequences
-
+SHIPPED_PACKAGE = "cellstudy_sin2cos"
+"""The name the serving code travels under inside a logged model."""
+SHIPPED_MODULES = ("model.py", "inputs.py")
+"""What of ``pipeline`` a model needs at serving time: the network and the input check."""
 WEIGHTS = "weights"
 """Artifact key of the state dict (``torch.save``)."""
 MODEL_CONFIG = "model_config"
@@ -41,23 +47,40 @@ class Sin2CosModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         import torch
-
-        from pipeline.config import ModelConfig
-        from pipeline.train import build_model
+        from cellstudy_sin2cos.model import SeqRegressor
 
         with open(context.artifacts[MODEL_CONFIG]) as f:
-            cfg = ModelConfig(**json.load(f))
+            cfg = json.load(f)
         state = torch.load(context.artifacts[WEIGHTS], map_location="cpu", weights_only=True)
-        self.model = build_model(cfg, state).eval()
+        self.model = SeqRegressor(cfg["cell"], cfg["hidden_size"], cfg.get("num_layers", 1))
+        self.model.load_state_dict(state)
+        self.model.eval()
 
     # No type hints on predict: MLflow would try to derive a schema from them; the signature
     # given at logging time is the one that holds.
     def predict(self, context, model_input, params=None):  # noqa: ANN001
         import torch
+        from cellstudy_sin2cos.inputs import as_sequences
 
         x = torch.from_numpy(as_sequences(model_input))
         with torch.inference_mode():
             return self.model(x)[0].numpy()
+
+
+def shipped_code(folder: Path) -> Path:
+    """Writes the package a logged model carries (``code_paths``) into ``folder``.
+
+    Returns:
+        The package folder, ``folder/cellstudy_sin2cos``.
+    """
+    package = Path(folder) / SHIPPED_PACKAGE
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text(
+        '"""The serving code of a cellstudy model (copied from the pipeline package)."""\n')
+    source = Path(__file__).parent
+    for name in SHIPPED_MODULES:
+        shutil.copy(source / name, package / name)
+    return package
 
 
 mlflow.models.set_model(Sin2CosModel())

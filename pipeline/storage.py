@@ -133,9 +133,10 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
-def check_storage_reachable(url: str, timeout: int = 5) -> None:
+def check_storage_reachable(url: str, timeout: int = 5, what: str = "the Optuna storage") -> None:
     """Connects once to a database storage, so a wrong host, port, password or database is
-    reported before any study or run exists. Journal files need no check.
+    reported before any study or run exists. Journal files need no check. ``what`` names the
+    store in the message (the MLflow tracking store uses this check too).
 
     Raises:
         ValueError: with a one-line message, the password masked.
@@ -162,7 +163,7 @@ def check_storage_reachable(url: str, timeout: int = 5) -> None:
     except Exception as err:  # any driver, any failure: one line, no secrets
         cause = getattr(err, "orig", None) or err
         first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        raise ValueError(mask_text(f"cannot reach the Optuna storage {mask_url(url)}: {first}",
+        raise ValueError(mask_text(f"cannot reach {what} {mask_url(url)}: {first}",
                                    url)) from None
 
 
@@ -230,6 +231,22 @@ def _lock_path(url: str, name: str) -> Path:
     path = rest.removeprefix("///") if scheme == "sqlite" else rest.removeprefix("//")
     where = f"{scheme}:{os.path.abspath(path)}" if path else url
     digest = hashlib.sha256(f"{where}\0{name}".encode()).hexdigest()[:24]
-    folder = Path(tempfile.gettempdir()) / "cellstudy-locks"
-    folder.mkdir(mode=0o777, exist_ok=True)
-    return folder / f"{digest}.lock"
+    return lock_folder() / f"{digest}.lock"
+
+
+def lock_folder() -> Path:
+    """This user's lock folder, ``<tmp>/cellstudy-locks-<uid>``, mode 0700. One shared world
+    folder would belong to whoever made it first and lock every other user out (and let them
+    tamper with each other's locks); a folder of the same name that another user made first
+    is refused rather than used.
+
+    Raises:
+        ValueError: the folder exists but belongs to someone else or is open to others.
+    """
+    folder = Path(tempfile.gettempdir()) / f"cellstudy-locks-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.lstat()
+    if info.st_uid != os.getuid() or not folder.is_dir() or info.st_mode & 0o022:
+        raise ValueError(f"lock folder {folder} is not this user's own private folder: "
+                         "remove it or set TMPDIR to a folder of your own")
+    return folder

@@ -11,18 +11,20 @@ callback may stop training by raising (a pruner raises ``optuna.TrialPruned``).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import ExperimentConfig, ModelConfig
+from pipeline.config import ExperimentConfig, ModelConfig, TrainConfig
 from pipeline.data import Windows, make_train_batches, masked_mse, validation_set
 from pipeline.model import SeqRegressor, State, detach_state
 
@@ -56,6 +58,8 @@ class FitResult:
     """Every (step, metrics) the callbacks saw."""
     cuda_graph: bool = False
     """Whether its steps were replayed from a captured CUDA graph."""
+    final_lr: float = math.nan
+    """The learning rate after the last step (what the schedule ended at)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -253,8 +257,49 @@ def make_optimizer(model: torch.nn.Module, lr: float, graph: bool) -> torch.opti
     loops over them in Python (about 0.7 ms a step on the CPU for our six tensors, a quarter of
     a tutorial-sized step). Same update rule; results agree with the looped Adam to float
     rounding, not bit for bit. ``capturable`` keeps the step count on the GPU, which graph
-    capture requires."""
-    return torch.optim.Adam(model.parameters(), lr=lr, fused=True, capturable=graph)
+    capture requires.
+
+    With ``graph`` the learning rate is a tensor on the device: a captured step would bake a
+    float lr into the graph, so a schedule would never reach the replays; torch's schedulers
+    ``fill_`` a tensor lr in place, which the graph reads at every replay."""
+    if graph:
+        device = _device_of(model)
+        return torch.optim.Adam(model.parameters(), lr=torch.tensor(lr, device=device),
+                                fused=True, capturable=True)
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+
+
+LR_WARMUP_START = 0.01
+"""Share of ``train.lr`` the linear learning-rate warm-up starts from."""
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, tcfg: TrainConfig
+                   ) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """torch's own schedulers for ``train.schedule`` and ``train.lr_warmup_steps``, stepped
+    once per optimizer step; None for a constant lr without warm-up (nothing to step).
+
+    ``cosine`` is ``CosineAnnealingLR`` over the steps after the warm-up, reaching 0 at the
+    last step; the warm-up is ``LinearLR`` from ``LR_WARMUP_START * lr``; both together are
+    chained by ``SequentialLR``.
+    """
+    sched = torch.optim.lr_scheduler
+    warm = tcfg.lr_warmup_steps
+    parts: list[sched.LRScheduler] = []
+    if warm:
+        parts.append(sched.LinearLR(optimizer, start_factor=LR_WARMUP_START, end_factor=1.0,
+                                    total_iters=warm))
+    if tcfg.schedule == "cosine":
+        parts.append(sched.CosineAnnealingLR(optimizer, T_max=tcfg.steps - warm))
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return sched.SequentialLR(optimizer, parts, milestones=[warm])
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The learning rate the next step will use (a float, whether the lr is a tensor)."""
+    return float(optimizer.param_groups[0]["lr"])
 
 
 def reached(err: BaseException) -> FitResult | None:
@@ -293,7 +338,9 @@ def fit(cfg: ExperimentConfig, callbacks: Iterable[Callback] = (),
     graph = use_cuda_graph(tcfg.cuda_graph, device, stateful)
     torch.manual_seed(tcfg.seed)
     model = build_model(cfg.model).to(device)
-    runner = StepRunner(model, make_optimizer(model, tcfg.lr, graph), tcfg.grad_clip,
+    optimizer = make_optimizer(model, tcfg.lr, graph)
+    scheduler = make_scheduler(optimizer, tcfg)
+    runner = StepRunner(model, optimizer, tcfg.grad_clip,
                         graph=graph, strict=tcfg.cuda_graph == "on")
     batch = 1 if stateful else tcfg.batch_size
     xs, ys = (t.to(device) for t in make_train_batches(dcfg, tcfg.steps, batch))
@@ -309,7 +356,8 @@ def fit(cfg: ExperimentConfig, callbacks: Iterable[Callback] = (),
         return FitResult(best_val=best_val, best_step=best_step,
                          state_dict={k: v.cpu() for k, v in weights.items()},
                          device=str(device), seconds=time.perf_counter() - start,
-                         history=history, cuda_graph=runner.graphed)
+                         history=history, cuda_graph=runner.graphed,
+                         final_lr=current_lr(optimizer))
 
     try:
         for step in range(1, tcfg.steps + 1):
@@ -319,6 +367,8 @@ def fit(cfg: ExperimentConfig, callbacks: Iterable[Callback] = (),
             new_state = runner.step(xs[step - 1], ys[step - 1], state, skip)
             if stateful:
                 state = detach_state(new_state)
+            if scheduler is not None:
+                scheduler.step()  # host side, outside any graph: it fills the lr tensor in place
             if on_step is not None and runner.last_prediction is not None:
                 on_step(step, runner.last_prediction)
             if step % tcfg.eval_every and step != tcfg.steps:
@@ -331,6 +381,8 @@ def fit(cfg: ExperimentConfig, callbacks: Iterable[Callback] = (),
                 best_val, best_step = val_mse, step
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             metrics = {"train/loss": train_loss, "val/mse": val_mse}
+            if scheduler is not None:  # a constant lr is a param; a scheduled one a curve
+                metrics["train/lr"] = current_lr(optimizer)
             history.append((step, metrics))
             for callback in callbacks:
                 callback(step, metrics)
@@ -340,3 +392,33 @@ def fit(cfg: ExperimentConfig, callbacks: Iterable[Callback] = (),
         raise
     assert best_state is not None  # the last step always validates
     return result(model.state_dict() if keep == "last" else best_state)
+
+class OutOfMemory(RuntimeError):
+    """A run could not allocate its tensors (CPU or CUDA): its configuration is too large for
+    this machine. A study fails that trial, with this reason, and goes on."""
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation failure: ``torch.OutOfMemoryError`` (CUDA),
+    ``MemoryError`` (NumPy, Python), or the ``RuntimeError`` torch's CPU allocator raises."""
+    if isinstance(err, torch.OutOfMemoryError | MemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
+
+
+@contextlib.contextmanager
+def out_of_memory_as_failure() -> Iterator[None]:
+    """Turns an allocation failure inside the block into ``OutOfMemory`` (one line, the
+    tensors freed, the CUDA cache emptied), so the caller can fail one trial and go on."""
+    try:
+        yield
+    except Exception as err:
+        if not is_out_of_memory(err):
+            raise
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        del err  # its traceback holds the frames, and they the tensors
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise OutOfMemory(f"out of memory: {reason[:300]}") from None
+

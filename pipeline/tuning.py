@@ -21,14 +21,20 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from pipeline import interrupts
-from pipeline.config import Distribution, ExperimentConfig, ModelConfig, flatten
+from pipeline import interrupts, records
+from pipeline.config import Distribution, ExperimentConfig, ModelConfig
 from pipeline.data import Windows, validation_set
-from pipeline.evaluation import held_out_sets, model_predictor, score_sets
-from pipeline.runs import loggable_params, prediction_plot, tracked_fit
-from pipeline.storage import Storage
+from pipeline.evaluation import held_out_sets, model_predictor, score_sets, zero_reference
+from pipeline.runs import prediction_plot, tracked_fit
+from pipeline.storage import Storage, mask_url
 from pipeline.tracking import Tracker
-from pipeline.train import DivergedError, build_model, resolve_device
+from pipeline.train import (
+    DivergedError,
+    OutOfMemory,
+    build_model,
+    out_of_memory_as_failure,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +49,17 @@ FINALIZED_ATTR = "finalized_at_trials"
 """Study user attribute: how many trials the study held when it was last finalized."""
 MIN_TRIALS_FOR_IMPORTANCE = 8
 """Completed trials a study needs before its parameter-importance plot is drawn."""
+RESERVED_ATTR = "cellstudy.reserved_at"
+"""User attribute of a trial queued by a worker to claim a place under the study's total."""
+RESERVATION_SECONDS = 60.0
+"""A claim not taken up within this time was left by a worker that died before starting its
+trial: it no longer counts, and the next worker runs that queued trial instead."""
+METRIC_NAME = "val/mse_best"
+"""What a trial's objective value is; named on the study so Optuna's plots and optuna-dashboard
+label their axes with it instead of "Objective Value"."""
 FAIL_ATTR = "fail_reason"
-"""Set on trials that failed on their own (divergence): they count toward the total, while
-interrupted or stale trials do not and are run again on resume."""
+"""Set on trials that failed on their own (divergence, out of memory): they count toward the
+total, while interrupted or stale trials do not and are run again on resume."""
 
 
 @dataclass(frozen=True)
@@ -132,10 +146,15 @@ def open_study(cfg: ExperimentConfig, cell: str, storage: Storage | None = None)
                                            n_warmup_steps=cfg.study.pruner_warmup_steps),
     )
     try:
-        return optuna.create_study(load_if_exists=True, **kwargs)
+        study = optuna.create_study(load_if_exists=True, **kwargs)
     except Exception:  # another worker created it between our look and our insert
-        return optuna.load_study(**{k: kwargs[k] for k in ("study_name", "storage", "sampler",
-                                                           "pruner")})
+        study = optuna.load_study(**{k: kwargs[k] for k in ("study_name", "storage", "sampler",
+                                                            "pruner")})
+    if study.metric_names is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAME])
+    return study
 
 
 def counted_trials(study: optuna.Study) -> int:
@@ -143,21 +162,17 @@ def counted_trials(study: optuna.Study) -> int:
     or failed on their own. Interrupted and stale trials are not counted: resuming redoes them.
     (Optuna's MaxTrialsCallback filters by state only, so it cannot tell those two FAILs apart.)
     """
+    return _counted(study.get_trials(deepcopy=False))
+
+
+def _counted(trials: list[FrozenTrial]) -> int:
     done = 0
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         if t.state == TrialState.FAIL:
             done += FAIL_ATTR in t.user_attrs
         else:
             done += t.state != TrialState.WAITING  # queued, not yet run
     return done
-
-
-def _stop_at(total: int) -> Callable[[optuna.Study, FrozenTrial], None]:
-    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
-        if counted_trials(study) >= total:
-            study.stop()
-
-    return callback
 
 
 class Objective:
@@ -189,14 +204,16 @@ class Objective:
         # interrupts.callback last: a signal stops training after the pruner's report.
         pruning = _pruning(trial, cfg.study.pruner_warmup_steps)
         try:
-            done = tracked_fit(
-                self.tracker, cfg, f"{self.cell}-trial-{trial.number}", val=self.val,
-                parent_run_id=self.study_run_id, tags=tags,
-                callbacks=[pruning, interrupts.callback], killed_on=(optuna.TrialPruned,),
-                on_start=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id),
-                plot=prediction_plot(cfg, self.val, f"{self.cell} {_describe(trial.params)}"),
-                background=True)
-        except DivergedError as err:
+            with out_of_memory_as_failure():
+                done = tracked_fit(
+                    self.tracker, cfg, f"{self.cell}-trial-{trial.number}", val=self.val,
+                    parent_run_id=self.study_run_id, tags=tags, base=self.cfg,
+                    callbacks=[pruning, interrupts.callback], killed_on=(optuna.TrialPruned,),
+                    on_start=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id),
+                    plot=prediction_plot(cfg, self.val,
+                                         f"{self.cell} {_describe(trial.params)}"),
+                    background=True)
+        except (DivergedError, OutOfMemory) as err:
             trial.set_user_attr(FAIL_ATTR, str(err))
             raise
         return done.result.best_val
@@ -211,12 +228,6 @@ def suggest(trial: optuna.Trial, path: str, dist: Distribution) -> float | int:
 
 def _describe(params: dict[str, Any]) -> str:
     return " ".join(f"{path}={value:.3g}" for path, value in params.items())
-
-
-def search_params(cfg: ExperimentConfig) -> dict[str, object]:
-    """The study's ranges as MLflow params: ``search.<path>.low``, ``.high``, ``.log``."""
-    return {f"search.{path}.{key}": getattr(dist, key)
-            for path, dist in cfg.study.space.items() for key in ("low", "high", "log")}
 
 
 def _pruning(trial: optuna.Trial,
@@ -274,7 +285,10 @@ def job_run(tracker: Tracker, cfg: ExperimentConfig, storage: Storage,
             tracker.resume_run(run_id)
         else:
             run_id, owned = tracker.job_run_id(name)
-            tracker.log_params(run_id, loggable_params(cfg), tags={"cellstudy.level": "job"})
+            tracker.log_params(run_id, records.base_params(cfg, mask_url),
+                               tags={"cellstudy.level": "job"})
+            tracker.log_config(run_id, records.resolved_config(cfg, mask_url))
+            tracker.describe(run_id, records.job_description(cfg, name))
         for study in studies:
             if JOB_RUN_ATTR not in study.user_attrs:
                 study.set_user_attr(JOB_RUN_ATTR, run_id)
@@ -312,18 +326,21 @@ def study_run(tracker: Tracker, study: optuna.Study, cfg: ExperimentConfig, cell
         if run_id:
             tracker.resume_run(run_id)
             return run_id
-        run_id = tracker.start_run(study.study_name, parent_run_id=job_run_id,
+        # The cell first: the runs list cuts long names, and the cell is what tells them apart.
+        run_id = tracker.start_run(f"{cell}-study-{cfg.study.name}", parent_run_id=job_run_id,
                                    tags={"optuna.study": study.study_name, "cell": cell,
                                          "cellstudy.level": "study"})
-        study_params = {k: v for k, v in flatten(cfg.study).items() if not k.startswith("space.")}
-        tracker.log_params(run_id, {**study_params, **search_params(cfg), "cell": cell,
-                                    "storage": storage.masked})
+        tracker.log_params(run_id, records.study_params(cfg, cell, mask_url))
+        tracker.log_config(run_id, records.resolved_config(cfg.replace({"model.cell": cell}),
+                                                           mask_url))
+        tracker.describe(run_id, records.study_description(cfg, cell, study.study_name,
+                                                           METRIC_NAME))
         study.set_user_attr(RUN_ID_ATTR, run_id)
     return run_id
 
 
 def run_study(cfg: ExperimentConfig, cell: str, tracker: Tracker, job_run_id: str,
-              storage: Storage | None = None, progress: bool = False) -> StudyOutcome:
+              storage: Storage | None = None) -> StudyOutcome:
     """Runs the cell's study up to its total, then tests, plots and registers its best.
 
     Args:
@@ -332,7 +349,6 @@ def run_study(cfg: ExperimentConfig, cell: str, tracker: Tracker, job_run_id: st
         tracker: where runs go.
         job_run_id: the run the study run nests under (when it is created).
         storage: the study storage; the config's when None.
-        progress: show Optuna's progress bar.
     """
     storage = _opened(cfg, storage)
     study = open_study(cfg, cell, storage)
@@ -345,7 +361,7 @@ def run_study(cfg: ExperimentConfig, cell: str, tracker: Tracker, job_run_id: st
             try:
                 _run_to_total(study, Objective(cfg, cell, tracker, run_id, val),
                               cfg.study.n_trials, poll=min(cfg.study.heartbeat_interval, 2),
-                              progress=progress)
+                              storage=storage)
             finally:
                 tracker.wait_for_figures()  # also when interrupted: nothing logged is lost
         interrupts.check()  # not once the wrap-up has begun: it finishes, then the job stops
@@ -356,22 +372,26 @@ def run_study(cfg: ExperimentConfig, cell: str, tracker: Tracker, job_run_id: st
 
 
 def _run_to_total(study: optuna.Study, objective: Objective, total: int, poll: float,
-                  progress: bool) -> None:
+                  storage: Storage) -> None:
     """Runs trials until the study holds ``total`` counted trials and none is still running in
     another worker. Waiting for those matters: a worker that died holding one is only found
     out (its trial failed by the heartbeat check) after the grace period, and then its trial
-    must be run again by someone still alive."""
+    must be run again by someone still alive.
+
+    Each trial is claimed first (``_claim``), so N workers together stop at the total exactly
+    instead of each starting one more when they all see one missing."""
     waiting = False
     while True:
         interrupts.check()  # between trials: a safe point to honor SIGINT/SIGTERM
         _fail_stale(study)
-        remaining = total - counted_trials(study)
-        if remaining > 0:
-            study.optimize(objective, n_trials=remaining,
-                           callbacks=[_stop_at(total), interrupts.stop_study],
-                           catch=(DivergedError,), show_progress_bar=progress)
+        if _claim(study, total, storage):
+            study.optimize(objective, n_trials=1, catch=(DivergedError, OutOfMemory))
+            _one_log_line_each()
             continue
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        # Claimed but not yet started counts as running: its worker is about to start it.
+        running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,
+                                                                        TrialState.WAITING))
+                   if t.state == TrialState.RUNNING or _claimed(t, time.time())]
         if not running or not _has_heartbeats(study):
             return  # without heartbeats a dead worker cannot be told from a slow one
         if not waiting:
@@ -379,6 +399,47 @@ def _run_to_total(study: optuna.Study, objective: Objective, total: int, poll: f
                      study.study_name, len(running))
             waiting = True
         time.sleep(poll)
+
+
+def is_finished(trial: FrozenTrial) -> bool:
+    """A trial done for good: complete, pruned, or failed on its own (see ``counted_trials``)."""
+    if trial.state == TrialState.FAIL:
+        return FAIL_ATTR in trial.user_attrs
+    return trial.state.is_finished()
+
+
+def _claim(study: optuna.Study, total: int, storage: Storage) -> bool:
+    """Claims a place for one more trial under the study's total, if one is left: workers take
+    turns to count and to queue a trial (``enqueue_trial`` with no fixed params: the sampler
+    still picks them), which the next ``ask`` of any worker runs. A claim left behind by a
+    dead worker is taken over rather than queued again.
+
+    Returns:
+        Whether the caller should run one trial now.
+    """
+    with storage.lock(f"claim:{study.study_name}"):
+        trials = study.get_trials(deepcopy=False)  # one read: this runs before every trial
+        queued = [t for t in trials if t.state == TrialState.WAITING]
+        now = time.time()
+        fresh = [t for t in queued if _claimed(t, now)]
+        if _counted(trials) + len(fresh) >= total:
+            return False
+        if len(queued) == len(fresh):  # no abandoned or hand-queued trial to run instead
+            study.enqueue_trial({}, user_attrs={RESERVED_ATTR: now})
+        return True
+
+
+def _claimed(trial: FrozenTrial, now: float) -> bool:
+    """A queued trial that a live worker claimed and is about to run."""
+    return now - trial.user_attrs.get(RESERVED_ATTR, 0.0) < RESERVATION_SECONDS
+
+
+def _one_log_line_each() -> None:
+    """Optuna's progress bar turns Optuna's own log handler back on when it closes, even where
+    it was turned off for Optuna's records to reach the root logger's handlers (as the CLI
+    does): each line would then print twice, ``[I ...]`` and ``INFO optuna...``."""
+    if logging.getLogger("optuna").propagate:
+        optuna.logging.disable_default_handler()
 
 
 def _has_heartbeats(study: optuna.Study) -> bool:
@@ -404,7 +465,7 @@ def finish_study(cfg: ExperimentConfig, cell: str, study: optuna.Study, tracker:
     best = study.best_trial
     best_run = best.user_attrs[RUN_ID_ATTR]
     if study.user_attrs.get(FINALIZED_ATTR) == len(study.trials):
-        return _finalized_outcome(cell, study, tracker, run_id, best)
+        return _finalized_outcome(cfg, cell, study, tracker, run_id, best)
     test = _test_once(cfg, tracker, best_run)
     summary = {"val/mse_best": best.value, **test}
     # The best trial's values under the names they have everywhere (``train.lr``).
@@ -412,22 +473,25 @@ def finish_study(cfg: ExperimentConfig, cell: str, study: optuna.Study, tracker:
                                          **{k: str(v) for k, v in best.params.items()}})
     tracker.log_metrics(run_id, {**summary, "trials/complete": len(complete),
                                  "trials/total": len(study.trials)})
-    for path, fig in study_figures(study):
-        tracker.log_figure(run_id, fig, path)
+    for path, fig in study_figures(study, cell):
+        tracker.log_figure(run_id, fig, path, tight=True)
     version, moved = _register(cfg, cell, study, tracker, best, best_run, test)
     study.set_user_attr(FINALIZED_ATTR, len(study.trials))
     return StudyOutcome(cell, study.study_name, run_id, best.number, dict(best.params),
                         float(best.value), test, version, moved, best_run)
 
 
-def _finalized_outcome(cell: str, study: optuna.Study,
+def _finalized_outcome(cfg: ExperimentConfig, cell: str, study: optuna.Study,
                        tracker: Tracker, run_id: str, best: FrozenTrial) -> StudyOutcome:
     """The outcome of a study another worker (or an earlier run) already finalized, read back
     from the stores instead of testing, plotting and registering again."""
     test = tracker.scores(best.user_attrs[RUN_ID_ATTR])
+    version = study.user_attrs.get("registered_version")
+    # The summary marks the version the alias is on, whichever run moved it there.
+    holder = tracker.champion(cfg.tracking.registry_name(cell), cfg.tracking.alias)
+    on_it = version is not None and holder is not None and str(holder.version) == str(version)
     return StudyOutcome(cell, study.study_name, run_id, best.number, dict(best.params),
-                        float(best.value), test, study.user_attrs.get("registered_version"),
-                        False, best.user_attrs[RUN_ID_ATTR])
+                        float(best.value), test, version, on_it, best.user_attrs[RUN_ID_ATTR])
 
 
 def _test_once(cfg: ExperimentConfig, tracker: Tracker, best_run: str) -> dict[str, float]:
@@ -438,8 +502,10 @@ def _test_once(cfg: ExperimentConfig, tracker: Tracker, best_run: str) -> dict[s
         return logged
     state_dict, model_cfg = tracker.load_checkpoint(best_run)
     model = build_model(ModelConfig(**model_cfg), state_dict)
-    scores = score_sets(model_predictor(model), held_out_sets(cfg), cfg.data.warmup)
+    sets = held_out_sets(cfg)
+    scores = score_sets(model_predictor(model), sets, cfg.data.warmup)
     tracker.log_metrics(best_run, scores)
+    tracker.log_datasets(best_run, {name: (ws.x, ws.y) for name, ws in sets.items()}, "test")
     return scores
 
 
@@ -448,33 +514,44 @@ def _register(cfg: ExperimentConfig, cell: str, study: optuna.Study, tracker: Tr
     """Logs the best trial's model and offers it for the alias, once per best trial."""
     if study.user_attrs.get("registered_trial") == best.number:
         return study.user_attrs.get("registered_version"), False
-    model_uri = tracker.log_model(best_run)
+    model_uri = tracker.log_model(best_run, name=f"{cell}-trial-{best.number}")
     name = cfg.tracking.registry_name(cell)
+    # The version's test MSE is this one model's (one seed); report.md's is the mean of the
+    # champion configuration retrained over seeds: each is named for what it is.
     version, moved = tracker.promote(
         name, model_uri, float(best.value), cfg.tracking.alias,
-        tags={"test_mse": str(test.get("test/mse")), "study": study.study_name,
-              "run_id": best_run, "trial": str(best.number), "cell": cell})
+        tags={"test_mse_this_model": str(test.get("test/mse")), "study": study.study_name,
+              "run_id": best_run, "trial": str(best.number), "cell": cell},
+        reference=zero_reference(cfg))
+    tracker.describe_model(name, records.model_description(cell, name, cfg.tracking.alias))
+    tracker.describe_model(name, records.version_description(
+        study.study_name, best.number, best_run, float(best.value), test, dict(best.params)),
+        version)
     study.set_user_attr("registered_trial", best.number)
     study.set_user_attr("registered_version", version)
     return version, moved
 
 
-def study_figures(study: optuna.Study) -> list[tuple[str, object]]:
-    """Optuna's own matplotlib plots of the study, as (artifact path, figure)."""
+def study_figures(study: optuna.Study, cell: str = "") -> list[tuple[str, object]]:
+    """Optuna's own matplotlib plots of the study, as (artifact path, figure), each titled
+    with the cell and the study's metric (set by ``open_study``) on its value axis."""
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
     names = list(study.best_params)
-    plots = [("plots/optimization_history.png", lambda: ovm.plot_optimization_history(study)),
-             ("plots/slice.png", lambda: ovm.plot_slice(study))]
+    metric = (study.metric_names or [METRIC_NAME])[0]
+    plots = [("plots/optimization_history.png",
+              lambda: ovm.plot_optimization_history(study, target_name=metric)),
+             ("plots/slice.png", lambda: ovm.plot_slice(study, target_name=metric))]
     if len(names) >= 2:  # the first two params of the space, as the contour plot shows two
-        plots.insert(1, ("plots/contour.png", lambda: ovm.plot_contour(study, params=names[:2])))
+        plots.insert(1, ("plots/contour.png",
+                         lambda: ovm.plot_contour(study, params=names[:2], target_name=metric)))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     # fANOVA on a handful of points says nothing, and its import of scikit-learn costs about
     # 5 s a process: a smoke study gets no importance plot.
     if len(complete) >= MIN_TRIALS_FOR_IMPORTANCE:
         plots.append(("plots/param_importances.png",
-                      lambda: ovm.plot_param_importances(study)))
+                      lambda: ovm.plot_param_importances(study)))  # reads metric_names
     out = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # these plots are flagged experimental
@@ -484,7 +561,32 @@ def study_figures(study: optuna.Study) -> list[tuple[str, object]]:
             except (ValueError, RuntimeError) as err:  # e.g. importances need 2+ trials
                 log.info("skipping %s: %s", path, err)
                 continue
-            ax = axes.flat[0] if hasattr(axes, "flat") else axes
-            out.append((path, ax.figure))
+            out.append((path, _titled(axes, f"{cell} study" if cell else study.study_name,
+                                      metric)))
     plt.close("all")
     return out
+
+
+def _titled(axes: Any, prefix: str, metric: str) -> Any:
+    """The figure of Optuna's ``axes``, its title led by ``prefix`` (the cell), the metric
+    named on an axis, laid out so that no label is cut (Optuna sizes its figures before
+    drawing long tick labels)."""
+    first = axes.flat[0] if hasattr(axes, "flat") else axes
+    fig = first.figure
+    if not any(metric in a.get_xlabel() + a.get_ylabel() for a in fig.axes):
+        first.set_xlabel(f"{first.get_xlabel()} ({metric})")  # the importances' bars
+    from matplotlib.ticker import NullFormatter
+
+    for ax in fig.axes:  # log axes label their minor ticks too, over each other on a narrow one
+        if ax.get_xscale() == "log":
+            ax.xaxis.set_minor_formatter(NullFormatter())
+    if hasattr(axes, "flat"):  # one panel per param, titled by the figure's suptitle
+        # Wider panels, and no tight_layout: it would lay the panels over the colorbar that
+        # Optuna took their space for; saving with bbox_inches="tight" keeps labels whole.
+        fig.set_size_inches(4.5 * len(axes.flat) + 1.5, 4.5)
+        fig.suptitle(f"{prefix}: {fig.get_suptitle()}")
+    else:
+        axes.set_title(f"{prefix}: {axes.get_title(loc='left') or axes.get_title()}", loc="left")
+        axes.set_title("")
+        fig.tight_layout()
+    return fig

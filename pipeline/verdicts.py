@@ -10,6 +10,7 @@ renders a table (``pipeline/render.py`` does; ``pipeline/report.py`` runs the jo
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -108,6 +109,20 @@ def differences(cfg: ExperimentConfig, cells: Sequence[CellResult],
         out.append(f"- **{t or 'mean of sets'}**: {order}. {verdict}. Baselines: "
                    f"{'; '.join(beats)}.")
     return out
+
+
+def median_best_step(cell: CellResult) -> int | None:
+    """The seeds' median step of best validation: near the end, training had not flattened."""
+    return int(statistics.median([r.best_step for r in cell.seeds])) if cell.seeds else None
+
+
+def refused_champions(outcomes: Sequence, zero_val: float, cfg: ExperimentConfig) -> list[str]:
+    """One line per study whose best model is no better than predicting zero on validation:
+    it was registered as a version, but ``tracking.promote`` did not give it the alias."""
+    return [f"{o.cell}: best val MSE {o.val_mse:.3g} is not below predicting zero "
+            f"({zero_val:.3g}); registered as v{o.model_version} without the alias "
+            f"@{cfg.tracking.alias}" for o in outcomes
+            if o.best_trial is not None and not o.val_mse < zero_val]
 
 
 def edge_position(value: float, low: float, high: float, log: bool = True) -> float:

@@ -126,3 +126,49 @@ def mlflow_server(postgres_server, tmp_path_factory):
     backend = postgres_server.create_database("mlflow")
     with start(backend, tmp_path_factory.mktemp("mlflow-server")) as server:
         yield server
+
+
+# -- a second OS user (locks and permissions as another user sees them) -------------------------
+
+OTHER_USER = "cellstudy-other"
+
+
+@pytest.fixture(scope="session")
+def other_user() -> str:
+    """A second, unprivileged OS user, created once where the tests run as root (they do in
+    .ci/run); skipped elsewhere. It runs the system Python on this checkout (the venv lives
+    under /root, which it cannot read), so only code that needs the standard library and PyYAML
+    can run as it: the CLI up to its first heavy import."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("runuser"):
+        pytest.skip("needs root with useradd and runuser to act as a second user")
+    if subprocess.run(["id", OTHER_USER], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/false", OTHER_USER],
+                       check=True, capture_output=True)
+    return OTHER_USER
+
+
+@pytest.fixture
+def shared_tmp() -> Path:
+    """A throw-away folder that other users may enter (pytest's tmp_path is root's own)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="cellstudy-shared-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run_as(user: str, code: str, cwd: Path, timeout: float = 60, **env: str):
+    """Runs ``code`` with the system Python as ``user``, this checkout importable."""
+    import shutil
+    import subprocess
+
+    base = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(cwd),
+            "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
+    argv = [shutil.which("runuser"), "-u", user, "--", "/usr/bin/python3", "-B", "-c", code]
+    return subprocess.run(argv, cwd=cwd, env={**base, **env}, capture_output=True, text=True,
+                          timeout=timeout)

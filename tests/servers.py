@@ -178,6 +178,48 @@ def mlflow_server(backend_uri: str, root: Path) -> Iterator[MlflowServer]:
         _stop_group(proc)
 
 
+@contextmanager
+def scoring_server(model_uri: str, env: dict[str, str], root: Path,
+                   timeout: float = 180.0) -> Iterator[str]:
+    """``mlflow models serve -m model_uri --env-manager local`` on 127.0.0.1 and a free port,
+    as the README shows it; yields its URL once ``/ping`` answers, stops it afterwards.
+
+    Args:
+        model_uri: e.g. ``models:/sin2cos-lstm@champion``.
+        env: the server's environment (its ``MLFLOW_TRACKING_URI`` resolves the URI).
+        root: where its log goes (``scoring-server.log``).
+        timeout: seconds to wait for it to answer.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    cmd = [str(mlflow), "models", "serve", "-m", model_uri, "--env-manager", "local",
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    logfile = root / "scoring-server.log"
+    with open(logfile, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"scoring server exited ({proc.returncode}): "
+                                   f"{logfile.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} not answering after {timeout:.0f} s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        _stop_group(proc)
+
+
 def _stop_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
     import signal
 

@@ -129,3 +129,13 @@ def test_a_trials_params_rebuild_its_config():
     params = {"model.hidden_size": 24, "train.lr": 0.004}  # as Optuna names them
     champion = cfg.replace(params)
     assert (champion.model.hidden_size, champion.train.lr) == (24, 0.004)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"train.schedule": "step"}, "unknown train.schedule 'step'"),
+    ({"train.lr_warmup_steps": 400}, "train.lr_warmup_steps must be in"),
+    ({"train.lr_warmup_steps": -1}, "train.lr_warmup_steps must be in"),
+])
+def test_schedule_fields_are_checked(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        ExperimentConfig().replace(overrides)

@@ -12,6 +12,7 @@ from pipeline.data import (
     make_train_batches,
     masked_mse,
     metric_mask,
+    three_point_rule,
     tutorial_windows,
     zero_baseline,
 )
@@ -75,9 +76,45 @@ def test_linear_rule_is_exact_and_zero_scores_about_half(spec):
 
 
 def test_warmup_mask_cuts_each_window_or_only_the_first_when_state_is_carried():
-    assert metric_mask(5, 2, stateful=False, n=3).sum() == 3 * 3
+    stateless = metric_mask(5, 2, stateful=False, n=3)
+    assert stateless.sum() == 3 * 3
+    assert not stateless[:, :2].any() and stateless[:, 2:].all()  # point 2 is scored
     stateful = metric_mask(5, 2, stateful=True, n=3)
-    assert stateful.sum() == 15 - 2 and not stateful[0, :2].any()
+    assert stateful.sum() == 15 - 2 and not stateful[0, :2].any() and stateful[1:].all()
+    assert metric_mask(5, 0, stateful=False, n=2).all()
+
+
+def test_default_warmup_is_the_first_knowable_point():
+    assert DataConfig().warmup == 2
+    from pipeline.config import load_config
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    assert load_config(root / "experiments" / "default.yaml").data.warmup == 2
+
+
+@pytest.mark.parametrize("name", ["in_dist", "wide_step", "long"])
+def test_three_points_fix_cos_at_the_third_with_the_step_unknown(name):
+    """The knowable-point claim on the project's own sets: the rule that estimates the step
+    from the inputs alone scores ~0 from point 2 on, and cannot from point 1."""
+    cfg = DataConfig()
+    ws = make_eval_set(cfg, next(t for t in cfg.tests if t.name == name))
+    pred = three_point_rule(ws)
+    err = (pred[..., 0].astype(np.float64) - ws.y[..., 0]) ** 2
+    assert masked_mse(pred, ws, warmup=2) < 1e-6
+    # Point 2 alone rests on one triple: exact wherever its middle value is not near 0.
+    clear = np.abs(ws.x[:, 1, 0]) > 0.2
+    assert clear.sum() > 0.5 * len(clear)
+    assert err[clear, 2].max() < 1e-5
+    # Point 1 is not knowable (two values fit any step): the rule says nothing there.
+    assert err[:, 1].mean() > 0.1
+
+
+def test_known_step_rule_is_exact_from_point_one_but_not_at_point_zero():
+    cfg = DataConfig()
+    ws = make_eval_set(cfg, cfg.tests[0])
+    pred = linear_rule_baseline(ws)
+    assert masked_mse(pred, ws, warmup=1) < 1e-10
+    assert masked_mse(pred, ws, warmup=0) > 1e-2
 
 
 def test_masked_mse_ignores_the_warmup():

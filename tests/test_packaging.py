@@ -33,13 +33,43 @@ def test_core_dependencies_are_the_few_we_name():
     assert "plotly" not in names
 
 
+def test_system_metrics_dependencies_are_in_both_environments():
+    """MLflow's system metrics need psutil (CPU, memory) and nvidia-ml-py (GPU): the conda
+    environment of `mlflow run .` must have them as the venv does."""
+    conda = yaml.safe_load((ROOT / "conda.yaml").read_text())
+    (pip_list,) = [d["pip"] for d in conda["dependencies"] if isinstance(d, dict)]
+    for deps in (pip_list, _pyproject()["project"]["dependencies"]):
+        names = {d.split("=")[0].split(">")[0].split("<")[0] for d in deps}
+        assert {"psutil", "nvidia-ml-py"} <= names
+
+
 def test_mlproject_entry_points():
     project = yaml.safe_load((ROOT / "MLproject").read_text())
     assert project["conda_env"] == "conda.yaml"
     points = project["entry_points"]
     assert {"main", "tune", "train", "evaluate"} <= set(points)
-    main = set(points["main"]["parameters"])
-    assert {"config", "n_trials", "cells", "storage", "device"} <= main
+    assert set(points["main"]["parameters"]) == {"n_trials", "cells", "device", "workers"}
+
+
+def test_mlproject_parameters_are_typed_with_real_defaults():
+    """Nothing is logged as '': every declared parameter has a value, and `main`'s are the
+    values of the config it runs, so its logged params say what the job did."""
+    from pipeline.config import load_config
+
+    points = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
+    for point in points.values():
+        for name, spec in point["parameters"].items():
+            assert spec["type"] in {"int", "float", "string"} and spec["default"] != "", name
+    cfg = load_config(ROOT / "experiments" / "default.yaml")
+    main = {k: v["default"] for k, v in points["main"]["parameters"].items()}
+    assert "--config experiments/default.yaml" in points["main"]["command"]
+    # workers is how the job runs, not what it computes: no config field holds it.
+    assert main == {"n_trials": cfg.study.n_trials, "cells": ",".join(cfg.study.cells),
+                    "device": cfg.train.device, "workers": "auto"}
+    assert "--workers {workers}" in points["main"]["command"]
+    train = points["train"]["parameters"]
+    assert (train["hidden_size"]["default"], train["lr"]["default"]) == (
+        cfg.model.hidden_size, cfg.train.lr)
 
 
 def test_generated_stores_are_ignored():

@@ -12,14 +12,15 @@ from conftest import ROOT, subprocess_env
 
 
 @pytest.mark.slow
-def test_mlflow_run_main_entry_point(tmp_path):
+def test_mlflow_run_tune_entry_point(tmp_path):
+    """`tune` on the smoke config, the storage given as an extra parameter (`--storage`)."""
     mlflow_cli = Path(sys.executable).parent / "mlflow"
     before = {p.name for p in ROOT.iterdir()}
     env = subprocess_env(tmp_path)
     # `mlflow run --env-manager local` runs `python -m pipeline` from PATH: this interpreter's.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     out = subprocess.run(
-        [str(mlflow_cli), "run", str(ROOT), "--env-manager", "local", "-e", "main",
+        [str(mlflow_cli), "run", str(ROOT), "--env-manager", "local", "-e", "tune",
          "-P", "config=experiments/smoke.yaml", "-P", f"storage=sqlite:///{tmp_path}/optuna.db",
          "--experiment-name", "e2e"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -38,6 +39,7 @@ def test_mlflow_run_main_entry_point(tmp_path):
         levels.setdefault(run.data.tags.get("cellstudy.level"), []).append(run)
     (job,) = levels["job"]
     assert job.data.params["config"] == "experiments/smoke.yaml"  # the project's own run
+    assert job.data.params["workers"] == "auto"  # the main job runs N workers by default
     assert len(levels["study"]) == 3
     assert all(r.data.tags["mlflow.parentRunId"] == job.info.run_id for r in levels["study"])
     assert len(levels["trial"]) == 3 * 3

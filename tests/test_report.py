@@ -20,6 +20,13 @@ def test_job_report_is_logged_on_the_job_run(tiny_cfg, tracking_store) -> None:
 
     client = MlflowClient()
     assert client.download_artifacts(job, "report.md") and "| gru |" in text
+    # One scoring: the linear rule's row reads the same in the results and tutorial tables.
+    rule_rows = [r for r in text.splitlines() if r.startswith("| baseline: linear rule")]
+    assert len(rule_rows) == 2
+    first = rule_rows[0].split(" | ")[4:4 + len(cfg.data.tests)]
+    second = rule_rows[1].split(" | ")[-1 - len(cfg.data.tests):-1]
+    assert first == second and all(float(v) < 1e-6 for v in first)
+    assert text.count("leaves out the first 2 points") == 1
     assert {a.path for a in client.list_artifacts(job, "report")} == {
         "report/comparison.png", "report/tutorial.png"}
     runs = client.search_runs([tracker.experiment_id])
@@ -44,5 +51,4 @@ def test_job_report_is_logged_on_the_job_run(tiny_cfg, tracking_store) -> None:
         assert run.data.tags["mlflow.parentRunId"] == parent and run.info.status == "FINISHED"
         assert client.get_metric_history(run.info.run_id, "val/mse")
         assert "test/mse" in run.data.metrics
-        assert {f.path for f in client.list_artifacts(run.info.run_id, "plots")} == {
-            "plots/val_predictions.png"}
+        assert "val_predictions.png" in {f.path for f in client.list_artifacts(run.info.run_id)}

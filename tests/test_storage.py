@@ -1,17 +1,23 @@
 """The study storage (pipeline/storage.py): URLs checked and masked, one object per URL with
-its locks, SQLite tuned, and every scheme opened for a real study."""
+its locks (in this user's own folder), SQLite tuned, and every scheme opened for a real
+study."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import optuna
 import pytest
+from conftest import run_as
 
 from pipeline import tuning
-from pipeline.storage import Storage, check_storage_url, mask_url
+from pipeline.storage import Storage, check_storage_url, lock_folder, mask_url, storage_lock
 
 
 def test_storage_urls_are_checked_and_masked():
@@ -73,3 +79,34 @@ def test_a_journal_storage_runs_and_resumes_a_real_study(tiny_cfg, tracking_stor
     study = optuna.load_study(study_name=f"{cfg.study.name}-rnn",
                               storage=tuning.make_storage(url))
     assert len(study.trials) == 3
+
+
+LOCK = ("from pipeline.storage import storage_lock, lock_folder\n"
+        "with storage_lock('sqlite:///{db}', 'finalize:x') as held:\n"
+        "    print('held' if held else 'not held', lock_folder())\n")
+
+
+def test_lock_folder_is_this_users_own():
+    folder = lock_folder()
+    info = folder.stat()
+    assert folder.parent == Path(tempfile.gettempdir())
+    assert info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == 0o700
+    with storage_lock("sqlite:///x.db", "a") as held:
+        assert held
+        with storage_lock("sqlite:///x.db", "a", wait=False) as again:
+            assert not again, "the same lock taken twice"
+
+
+def test_a_second_os_user_takes_locks_in_its_own_folder(other_user, shared_tmp):
+    """Before: the first user's /tmp/cellstudy-locks (0755) stopped every other user."""
+    tmp_path = shared_tmp
+    with storage_lock(f"sqlite:///{tmp_path}/optuna.db", "finalize:x") as held:  # root's first
+        assert held
+    os.chmod(tmp_path, 0o777)
+    done = run_as(other_user, LOCK.format(db=tmp_path / "optuna.db"), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("held "), done.stdout
+    folder = done.stdout.split()[-1]
+    assert Path(folder) != lock_folder()
+    info = Path(folder).stat()
+    assert info.st_uid != os.getuid() and stat.S_IMODE(info.st_mode) == 0o700

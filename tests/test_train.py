@@ -70,6 +70,57 @@ def test_tutorial_protocol_carries_state_with_batch_one(tiny_cfg):
     assert math.isfinite(result.best_val)
 
 
+def _torch_schedule(cfg: ExperimentConfig) -> list[float]:
+    """The lr torch's own schedulers give after each step, on a throw-away optimizer."""
+    sched = torch.optim.lr_scheduler
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.train.lr)
+    warm, steps = cfg.train.lr_warmup_steps, cfg.train.steps
+    cosine = sched.CosineAnnealingLR(opt, T_max=steps - warm)
+    lrs = []
+    if warm:
+        linear = sched.LinearLR(opt, start_factor=0.01, total_iters=warm)
+        chain = sched.SequentialLR(opt, [linear, cosine], milestones=[warm])
+    else:
+        chain = cosine
+    for _ in range(steps):
+        opt.step()
+        chain.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    return lrs
+
+
+@pytest.mark.parametrize("warm", [0, 5])
+def test_cosine_schedule_follows_torchs_scheduler(tiny_cfg, warm):
+    cfg = _cfg(tiny_cfg, "gru", **{"train.steps": 25, "train.schedule": "cosine",
+                                   "train.lr_warmup_steps": warm})
+    result = fit(cfg)
+    expected = _torch_schedule(cfg)
+    assert result.final_lr == pytest.approx(expected[-1], abs=1e-12)
+    assert result.final_lr < 1e-6 * cfg.train.lr  # cosine ends at 0
+    # The logged curve is the schedule at each validation step.
+    for step, metrics in result.history:
+        assert metrics["train/lr"] == pytest.approx(expected[step - 1], rel=1e-9, abs=1e-15)
+
+
+def test_constant_lr_is_unchanged_and_not_logged_as_a_curve(tiny_cfg):
+    result = fit(_cfg(tiny_cfg, "rnn"))
+    assert result.final_lr == 0.02
+    assert all("train/lr" not in m for _, m in result.history)
+
+
+def test_lr_warmup_then_constant_rises_linearly(tiny_cfg):
+    cfg = _cfg(tiny_cfg, "rnn", **{"train.steps": 20, "train.lr_warmup_steps": 10})
+    result = fit(cfg)
+    lrs = dict((s, m["train/lr"]) for s, m in result.history)
+    assert lrs[10] == pytest.approx(0.02) and lrs[20] == pytest.approx(0.02)
+    assert result.final_lr == pytest.approx(0.02)
+
+
+def test_a_schedule_changes_training(tiny_cfg):
+    base = _cfg(tiny_cfg, "lstm")
+    assert fit(base).best_val != fit(base.replace({"train.schedule": "cosine"})).best_val
+
+
 def test_device_choice():
     assert resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"

@@ -6,6 +6,7 @@ import mlflow
 import numpy as np
 import optuna
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from pipeline import tuning
@@ -50,11 +51,17 @@ def test_a_tiny_study_per_cell_is_tracked_three_deep(tiny_cfg, tracker, tmp_path
         assert run.data.tags["mlflow.parentRunId"] == study_run.info.run_id
         trial = by_run[run.info.run_id]  # the trial stores the run id ...
         assert run.data.tags["optuna.trial_number"] == str(trial.number)  # ... and vice versa
+        # The searched values and the cell, as numbers that compare; not the whole config.
         assert run.data.params["model.cell"] == cell
-        assert {"model.hidden_size", "train.lr", "train.steps"} <= set(run.data.params)
+        assert set(run.data.params) == {"model.cell", "model.hidden_size", "train.lr"}
         assert not {"hidden_size", "lr"} & set(run.data.params)  # one name per quantity
         trial_values = {k: str(v) for k, v in trial.params.items()}
         assert {k: run.data.params[k] for k in trial_values} == trial_values
+        config = yaml.safe_load(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml"))
+        assert config["model"]["hidden_size"] == trial.params["model.hidden_size"]
+        assert config["train"]["steps"] == cfg.train.steps
+        assert "val" in {d.dataset.name for d in run.inputs.dataset_inputs}
+        assert run.data.tags["mlflow.source.type"] == "LOCAL" and "mlflow.user" in run.data.tags
         assert run.data.tags["device"] == str(resolve_device("auto"))  # cuda where present
         history = client.get_metric_history(run.info.run_id, "val/mse")
         assert history and history[0].step == 10
@@ -62,8 +69,8 @@ def test_a_tiny_study_per_cell_is_tracked_three_deep(tiny_cfg, tracker, tmp_path
         if run.info.status == "FINISHED":
             assert [m.step for m in history] == [10, 20]
             assert "val/mse_best" in run.data.metrics
-            files = {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
-            assert "plots/val_predictions.png" in files
+            files = {f.path for f in client.list_artifacts(run.info.run_id)}
+            assert "val_predictions.png" in files  # top level: the compare view shows it
 
     best = study.best_trial
     assert outcome.best_trial == best.number
@@ -75,14 +82,22 @@ def test_a_tiny_study_per_cell_is_tracked_three_deep(tiny_cfg, tracker, tmp_path
     assert "plots/optimization_history.png" in plots
     assert study_run.data.tags["best_run_id"] == best_run.info.run_id
     assert study_run.data.tags["train.lr"] == str(best.params["train.lr"])  # the same name
+    assert study_run.info.run_name.startswith(f"{cell}-")  # the cell leads: names are cut
     assert study_run.data.params["search.train.lr.log"] == "True"
     assert float(study_run.data.params["search.model.hidden_size.high"]) == \
         cfg.study.space["model.hidden_size"].high
+    assert f"**{cell} study**" in study_run.data.tags["mlflow.note.content"]
+    assert {d.dataset.name for d in best_run.inputs.dataset_inputs} == {
+        "val", *(t.name for t in cfg.data.tests)}
 
     champion = client.get_model_version_by_alias(f"sin2cos-{cell}", "champion")
     assert champion.run_id == best_run.info.run_id
     assert float(champion.tags["val_mse"]) == pytest.approx(best.value)
-    assert {"test_mse", "study", "run_id"} <= set(champion.tags)
+    assert {"test_mse_this_model", "study", "run_id"} <= set(champion.tags)
+    assert f"Trial **{best.number}**" in champion.description
+    assert "pyfunc contract" in client.get_registered_model(f"sin2cos-{cell}").description
+    (logged,) = client.search_logged_models([tracker.experiment_id])  # not in Default
+    assert logged.name == f"{cell}-trial-{best.number}"
 
 
 def test_pruned_trials_end_killed_and_diverged_ones_failed(tiny_cfg, tracker, tmp_path):
@@ -153,6 +168,59 @@ def test_alias_moves_only_on_improvement(tiny_cfg, tracker, tmp_path):
     assert str(client.get_model_version_by_alias(name, "champion").version) == third.model_version
 
 
+def test_a_model_worse_than_zero_is_registered_but_refused_the_alias(tiny_cfg, tracker,
+                                                                      tmp_path, caplog):
+    """An lr of 1e3 trains to garbage (clipping keeps it finite): even as the first model it
+    gets a version, tagged with the reason, and no alias; a later sound model gets the alias."""
+    client = MlflowClient()
+    job, _ = tracker.job_run_id("job")
+    bad = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/a.db", "study.name": "a",
+                            "study.n_trials": 1, "study.lr": [1e3, 1e4]})
+    with caplog.at_level("WARNING", logger="pipeline.tracking"):
+        outcome = _study(bad, tracker, "rnn", job)
+    zero = tuning.zero_reference(bad)
+    assert outcome.val_mse >= zero  # the premise: worse than predicting 0
+    assert outcome.model_version == "1" and not outcome.champion_moved
+    version = client.get_model_version("sin2cos-rnn", "1")
+    assert "zero baseline" in version.tags["alias_refused"]
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias("sin2cos-rnn", "champion")
+    assert any("alias champion not set" in r.getMessage() for r in caplog.records)
+
+    good = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/b.db", "study.name": "b",
+                             "study.n_trials": 1, "train.steps": 40})
+    second = _study(good, tracker, "rnn", job)
+    assert second.val_mse < zero and second.champion_moved
+    assert str(client.get_model_version_by_alias("sin2cos-rnn", "champion").version) == "2"
+
+
+def test_promote_compares_with_the_reference_strictly(tracker, tmp_path, monkeypatch):
+    """The seam alone: at or above the reference the alias is never looked at or moved."""
+    calls = []
+    monkeypatch.setattr(mlflow, "register_model",
+                        lambda uri, name, tags: type("V", (), {"version": 7})())
+    monkeypatch.setattr(tracker.client, "set_model_version_tag",
+                        lambda *a: calls.append(("tag", a)))
+    monkeypatch.setattr(tracker, "champion", lambda *a: calls.append(("champion", a)))
+    assert tracker.promote("m", "runs:/x/model", 0.5, "champion", {}, reference=0.5) == ("7",
+                                                                                          False)
+    assert [c[0] for c in calls] == ["tag"]
+
+
+def test_same_config_twice_gives_the_same_trials(tiny_cfg, tracker, tmp_path):
+    """One worker is deterministic: the seeded sampler, data and weights make the same
+    trials, pruning decisions and values on fresh stores (what makes results reproducible)."""
+    job, _ = tracker.job_run_id("job")
+    seen = []
+    for name in ("a", "b"):
+        cfg = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/{name}.db",
+                                "study.name": name, "study.n_trials": 4})
+        _study(cfg, tracker, "gru", job)
+        study = optuna.load_study(study_name=f"{name}-gru", storage=cfg.study.storage)
+        seen.append([(t.state, t.params, t.value, t.intermediate_values) for t in study.trials])
+    assert len(seen[0]) == 4 and seen[0] == seen[1]
+
+
 def test_registered_champion_meets_the_contract(tiny_cfg, tracker, tmp_path):
     cfg = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/optuna.db",
                             "study.n_trials": 1})
@@ -175,7 +243,16 @@ def test_study_figures_are_optunas_own(n, has_importances):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(lambda t: t.suggest_int("model.hidden_size", 8, 128, log=True)
                    * t.suggest_float("train.lr", 1e-3, 1e-1, log=True), n_trials=n)
-    paths = [path for path, _ in tuning.study_figures(study)]
+    study.set_metric_names(["val/mse_best"])
+    figures = tuning.study_figures(study, "gru")
+    paths = [path for path, _ in figures]
+    for _, fig in figures:  # titled with the cell, the value axis named after the metric
+        texts = [t.get_text() for ax in fig.axes for t in (ax.title, ax._left_title,
+                                                           ax.yaxis.label, ax.xaxis.label)]
+        texts.append(fig.get_suptitle())
+        assert any(t.startswith("gru study: ") for t in texts), texts
+        assert any("val/mse_best" in t for t in texts + [c.get_label() for a in fig.axes
+                                                          for c in a.collections]), texts
     assert paths[:3] == ["plots/optimization_history.png", "plots/contour.png",
                          "plots/slice.png"]
     assert ("plots/param_importances.png" in paths) == has_importances

@@ -47,6 +47,7 @@ class Store:
     job: object
     studies: list
     trial: object
+    trials: list
     registered: str
     alias: str
 
@@ -79,7 +80,9 @@ def _load_store(root: Path) -> Store:
     trial = min(trials, key=lambda r: int(r.data.tags["optuna.trial_number"]))
     model = client.search_registered_models()[0]
     alias = next(iter(model.aliases))
-    return Store(root, exp.experiment_id, job, studies, trial, model.name, alias)
+    # Finished trials of every study, up to four: what a user selects to compare side by side.
+    finished = [r for r in level("trial") if r.info.status == "FINISHED"][:4]
+    return Store(root, exp.experiment_id, job, studies, trial, finished, model.name, alias)
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +210,6 @@ def test_trial_page_shows_metrics_and_prediction_png(page, server: str, store: S
 
     page.goto(f"{server}/#/experiments/{store.experiment_id}/runs/{run.run_id}/artifacts"
               "?workflowType=machine_learning")
-    page.get_by_text("plots", exact=True).first.click()
     page.get_by_text("val_predictions.png", exact=True).first.click()
     # The preview is an <img> that has loaded real pixels from the artifact store.
     page.wait_for_function("""() => [...document.images].some(
@@ -215,11 +217,35 @@ def test_trial_page_shows_metrics_and_prediction_png(page, server: str, store: S
     _shot(page, "ui-trial-artifact.png", tmp_path)
 
 
+def test_trial_comparison_shows_searched_params_and_prediction_plots(
+        page, server: str, store: Store, tmp_path) -> None:
+    """Selecting a study's finished trials and comparing them: the searched params are columns
+    of numbers, and the prediction plot is an artifact they share (3.17's compare view only
+    compares top-level artifacts)."""
+    import json
+
+    assert len(store.trials) >= 2
+    ids = json.dumps([t.info.run_id for t in store.trials])
+    page.goto(f"{server}/#/compare-runs?runs={ids}&experiments=[\"{store.experiment_id}\"]"
+              "&workflowType=machine_learning")
+    page.get_by_text("model.hidden_size", exact=True).first.wait_for()
+    _close_assistant(page)
+    for trial in store.trials:
+        for key in ("model.hidden_size", "train.lr"):
+            value = trial.data.params[key]
+            float(value)  # a number, not a range written as text
+            page.get_by_text(value[:6]).first.wait_for()
+    page.get_by_text("val_predictions.png").first.wait_for()
+    assert not page.get_by_text("No common artifacts to display").count()
+    _shot(page, "ui-compare.png", tmp_path)
+
+
 def test_registered_model_shows_champion_alias(page, server: str, store: Store,
                                                tmp_path) -> None:
     page.goto(f"{server}/#/models/{store.registered}?workflowType=machine_learning")
     page.get_by_text(store.registered).first.wait_for()
     page.get_by_text(store.alias).first.wait_for()
+    page.get_by_text("pyfunc contract.").first.wait_for()  # the description, rendered
     _close_assistant(page)
     _shot(page, "ui-model.png", tmp_path)
 

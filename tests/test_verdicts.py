@@ -14,6 +14,8 @@ from pipeline.verdicts import (
     TutorialResult,
     differences,
     edge_warnings,
+    median_best_step,
+    refused_champions,
     tutorial_claims,
 )
 
@@ -40,7 +42,7 @@ def _seed_runs(cfg, means: dict[str, float], spread: float) -> list[SeedRun]:
                   for t in cfg.data.tests}
         scores["test/mse"] = float(np.mean(list(scores.values())))
         scores["test/tutorial/cliff"] = 0.05
-        runs.append(SeedRun(seed, 0.01, scores, 1.0, "cpu"))
+        runs.append(SeedRun(seed, 0.01, scores, 1.0, "cpu", best_step=10 * seed))
     return runs
 
 
@@ -111,3 +113,19 @@ def test_cliff_verdicts_come_from_the_numbers(tiny_cfg, rnn_cliff: float, verdic
     assert rnn.verdict == verdict
     assert lstm.verdict == "holds"  # its jump is clearly below its step error inside windows
     assert stable.verdict == "not shown"  # the LSTM runs above neither improve nor settle
+
+
+def test_a_champion_worse_than_zero_is_named(tiny_cfg) -> None:
+    outcomes = [FakeOutcome("rnn", {"model.hidden_size": 8, "train.lr": 1e3}, val_mse=3e5,
+                            model_version="1"),
+                FakeOutcome("lstm", {"model.hidden_size": 8, "train.lr": 1e-2}, val_mse=0.01,
+                            model_version="1", champion_moved=True)]
+    (line,) = refused_champions(outcomes, 0.5, tiny_cfg)
+    assert line.startswith("rnn:") and "without the alias @champion" in line
+
+
+def test_the_best_step_is_the_seeds_median(tiny_cfg) -> None:
+    cell = CellResult("gru", {}, 0.01, _seed_runs(tiny_cfg, {t.name: 0.1
+                                                            for t in tiny_cfg.data.tests}, 0.01))
+    assert median_best_step(cell) == 30
+    assert median_best_step(CellResult("gru", {}, 0.01, [])) is None

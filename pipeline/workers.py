@@ -1,0 +1,325 @@
+"""``tune --workers N|auto``: one command, N worker processes sharing the cells' studies.
+
+The parent (``cli.cmd_tune``) validates the input, starts N ``python -m pipeline -q tune ...
+--workers 1`` processes (``Pool``) and creates both stores once (Optuna's tables and studies,
+MLflow's schema, experiment and job run) while they import; only then are they let go (the job
+run's id on their stdin), each walking the cells from a different one, so trials of all three
+cells run at once. While they run, the parent shows one progress display (read from the Optuna
+storage: workers run quiet), forwards SIGINT/SIGTERM to them, and stops them all if one fails;
+once they are done it writes the job report, once, and prints it.
+
+    python -m pipeline tune --config experiments/default.yaml --workers auto
+
+Imports neither MLflow nor Optuna (but for the worker's ``wait_for_parent``): the display
+reads the studies through callables handed in by the caller.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from pipeline import interrupts
+
+AUTO = "auto"
+WORKER_FLAG = "--worker-index"
+"""Hidden flag the parent gives each worker: its index (which cell it starts at) and the sign
+that a parent owns the job run, the display and the report."""
+CUDA_WORKERS_PER_GPU = 4
+"""Workers per CUDA card for ``auto``. A default trial's graphed step is ~0.1 ms, so a lone
+process leaves the card idle while it does its bookkeeping (store writes, figures, checkpoint);
+several processes overlap one's bookkeeping with the others' training. Not measured yet on a
+card: ``bench/gpu_check.sh`` times 1, 2, 4 and 8 workers to check this default."""
+POLL_SECONDS = 0.5
+STOP_GRACE_SECONDS = 60.0
+"""How long stopped workers get to end their runs before they are killed."""
+
+
+class WorkerFailed(RuntimeError):
+    """A worker exited with an error; the message is its last line of output."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def parse_workers(text: str) -> str | int:
+    """``auto`` or a positive integer, as given to ``--workers``.
+
+    Raises:
+        ValueError: with a one-line message.
+    """
+    text = text.strip().lower()
+    if text in ("", AUTO):
+        return AUTO
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"--workers takes 'auto' or a positive integer, got {text!r}")
+    return n
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(spec: str | int, device: str, threads: int, gpus: int = 0) -> int:
+    """How many workers ``--workers`` means here.
+
+    Args:
+        spec: ``auto`` or a number.
+        device: the resolved training device (``cpu`` or ``cuda``).
+        threads: torch threads per worker (``train.threads``).
+        gpus: CUDA cards visible.
+
+    Returns:
+        ``spec`` itself when a number; for ``auto`` one worker per ``threads`` cores on a CPU
+        (measured: 2 workers on 2 cores do 1.96x the trials of one), ``CUDA_WORKERS_PER_GPU``
+        per card on CUDA, never more than there are cores.
+    """
+    if spec != AUTO:
+        return int(spec)
+    cores = usable_cores()
+    per_core = max(1, cores // max(1, threads))
+    if device == "cuda":
+        return max(1, min(cores, CUDA_WORKERS_PER_GPU * max(1, gpus)))
+    return per_core
+
+
+def worker_argv(argv: Sequence[str], index: int) -> list[str]:
+    """The command line of worker ``index``: the parent's own, quiet, as one worker."""
+    return [sys.executable, "-m", "pipeline", "-q", *argv, "--workers", "1",
+            WORKER_FLAG, str(index)]
+
+
+def rotated(cells: Sequence[str], index: int | None) -> list[str]:
+    """The cells in the order worker ``index`` walks them: starting at a different cell per
+    worker, so that N workers spread over the studies instead of queuing on the first."""
+    if not index:
+        return list(cells)
+    k = index % len(cells)
+    return [*cells[k:], *cells[:k]]
+
+
+class Progress:
+    """One progress display for the whole job, read from the Optuna storage: a bar on a
+    terminal, else a line each time a count changes (logs stay readable).
+
+    Args:
+        count: returns finished trials per study (name -> count) when called.
+        total: trials per study.
+        names: the studies, in display order.
+        enabled: False shows nothing (``--quiet``).
+    """
+
+    def __init__(self, count: Callable[[], dict[str, int]], total: int, names: Sequence[str],
+                 enabled: bool = True) -> None:
+        self.count, self.total, self.names = count, total, list(names)
+        self.enabled, self.bar, self.last = enabled, None, ""
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total * len(self.names), unit="trial", file=sys.stderr,
+                            dynamic_ncols=True)
+
+    def update(self) -> None:
+        if not self.enabled:
+            return
+        try:
+            done = self.count()
+        except Exception:  # a busy store: the next poll will do
+            return
+        n = sum(min(done.get(name, 0), self.total) for name in self.names)
+        per_study = " ".join(f"{name.rsplit('-', 1)[-1]} {done.get(name, 0)}/{self.total}"
+                             for name in self.names)
+        if self.bar is not None:
+            self.bar.n = n
+            self.bar.set_postfix_str(per_study)
+        elif per_study != self.last:
+            print(f"trials {n}/{self.total * len(self.names)}: {per_study}", file=sys.stderr)
+        self.last = per_study
+
+    def write(self, line: str) -> None:
+        if self.bar is None:
+            print(line, file=sys.stderr)
+        else:
+            self.bar.write(line, file=sys.stderr)
+
+    def close(self) -> None:
+        self.update()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self.enabled = False  # closed once, even when closed twice
+
+
+@contextlib.contextmanager
+def polling(progress: Progress, every: float = 1.0) -> Iterator[None]:
+    """Updates ``progress`` from a thread while the block runs (the one-process job)."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            progress.update()
+
+    thread = threading.Thread(target=loop, name="progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        progress.close()
+
+
+class _Worker:
+    """One worker process; its merged output is kept, and relayed line by line once a display
+    is attached (``Pool.run``)."""
+
+    def __init__(self, index: int, argv: list[str]) -> None:
+        self.index = index
+        self.tail: collections.deque[str] = collections.deque(maxlen=20)
+        self.progress: Progress | None = None
+        # Its own session: a Ctrl-C in the terminal reaches the parent only, which forwards it
+        # once; reaching both, each worker would count two signals and stop at once.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1, start_new_session=True)
+        self.reader = threading.Thread(target=self._relay, daemon=True)
+        self.reader.start()
+
+    def _relay(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.rstrip()
+            if line.strip():
+                self.tail.append(line)
+                if self.progress is None:
+                    print(f"worker {self.index}: {line}", file=sys.stderr)
+                else:
+                    self.progress.write(f"worker {self.index}: {line}")
+
+    def send(self, job_run_id: str) -> None:
+        """Gives the worker its job run (see ``wait_for_parent``); one that already died is
+        left to ``Pool.run`` to report."""
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.proc.stdin.write(job_run_id + "\n")
+            self.proc.stdin.close()
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+
+    def last_line(self) -> str:
+        self.reader.join(timeout=5)
+        errors = [line for line in self.tail if line.startswith("error:")]
+        line = (errors or list(self.tail) or [f"exit status {self.proc.returncode}"])[-1]
+        return line.removeprefix("error: ")
+
+
+class Pool:
+    """N workers, started as soon as the parent knows how many: their imports (seconds) then
+    overlap the parent's creation of the stores. Each waits for its job run's id on stdin
+    (``wait_for_parent``) before touching any store; should the parent fail first (bad input
+    found later, a signal), its exit closes their stdin and they leave without a trace.
+
+    Args:
+        argv: the parent's command line (after ``python -m pipeline``).
+        n: how many workers.
+    """
+
+    def __init__(self, argv: Sequence[str], n: int) -> None:
+        self.workers = [_Worker(i, worker_argv(argv, i)) for i in range(n)]
+
+    def run(self, job_run_id: str, progress: Progress) -> None:
+        """Lets the workers go and supervises them to the end.
+
+        Raises:
+            KeyboardInterrupt: the parent got SIGINT/SIGTERM; every worker was told and ended.
+            WorkerFailed: a worker failed; the others were stopped (their runs end KILLED).
+        """
+        for w in self.workers:
+            w.progress = progress
+            w.send(job_run_id)
+        _supervise(self.workers, progress)
+
+
+def wait_for_parent() -> None:
+    """In a worker: loads the heavy modules, then waits for the parent's job run id on stdin
+    and names it the way ``mlflow run`` does (``MLFLOW_RUN_ID``), so that the worker neither
+    creates nor ends the job run. Leaves quietly (exit 0) if the parent gave up first."""
+    import pipeline.report  # noqa: F401 - torch, MLflow and Optuna, while the parent works
+    import pipeline.tuning  # noqa: F401
+
+    line = sys.stdin.readline().strip()
+    if not line:
+        raise SystemExit(0)
+    os.environ["MLFLOW_RUN_ID"] = line
+
+
+def _supervise(workers: list[_Worker], progress: Progress) -> None:
+    forwarded = 0
+    failed: _Worker | None = None
+    try:
+        while any(w.proc.poll() is None for w in workers):
+            if interrupts.pending() and not forwarded:
+                forwarded = interrupts.pending()
+                for w in workers:
+                    w.signal(forwarded)
+            if failed is None:
+                failed = next((w for w in workers if w.proc.poll() not in (None, 0)), None)
+                if failed is not None and not forwarded:
+                    forwarded = signal.SIGTERM  # the others stop at their next safe point
+                    for w in workers:
+                        w.signal(signal.SIGTERM)
+            progress.update()
+            time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        # A second signal: the user insists, and so are the workers told (they stop at once).
+        _stop_now(workers)
+        raise
+    interrupts.check()  # stopped by a signal: the caller ends the job run KILLED
+    failed = failed or next((w for w in workers if w.proc.returncode), None)
+    if failed is not None:
+        raise WorkerFailed(f"worker {failed.index} failed: {failed.last_line()}",
+                           failed.proc.returncode)
+
+
+def _stop_now(workers: list[_Worker]) -> None:
+    for w in workers:
+        w.signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for w in workers:
+        try:
+            w.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            w.proc.kill()
+            w.proc.wait()
+
+
+def finished_counts(studies: Sequence[Any], is_finished: Callable[[Any], bool],
+                    ) -> Callable[[], dict[str, int]]:
+    """A ``Progress.count`` over Optuna studies: finished trials per study name."""
+
+    def count() -> dict[str, int]:
+        return {s.study_name: sum(map(is_finished, s.get_trials(deepcopy=False)))
+                for s in studies}
+
+    return count

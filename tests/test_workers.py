@@ -1,0 +1,221 @@
+"""``tune --workers N``: N processes sharing the studies on fresh SQLite stores, hand-started
+workers racing to create the stores, SIGTERM to the parent, and a failing worker."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import ROOT, subprocess_env
+
+from pipeline import cli, tuning, workers
+
+SMOKE = str(ROOT / "experiments" / "smoke.yaml")
+CELLS = ("rnn", "lstm", "gru")
+LEAN_REPORT = ["--set", "report.seeds=1", "--set", "report.tutorial_seeds=0"]
+
+
+def _tune(tmp_path: Path, *extra: str, quiet: bool = False) -> list[str]:
+    return [sys.executable, "-m", "pipeline", *(["-q"] if quiet else []), "tune",
+            "--config", SMOKE, "--storage", f"sqlite:///{tmp_path / 'optuna.db'}",
+            *LEAN_REPORT, *extra]
+
+
+def _runs(db: Path) -> list[tuple[str, str]]:
+    """(cellstudy.level, status) of every run in the tracking store."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT t.value, r.status FROM runs r JOIN tags t ON "
+                            "t.run_uuid = r.run_uuid AND t.key = 'cellstudy.level'").fetchall()
+    conn.close()
+    return rows
+
+
+def _studies(tmp_path: Path) -> dict[str, optuna.Study]:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    return {cell: optuna.load_study(study_name=f"sin2cos-smoke-{cell}", storage=storage)
+            for cell in CELLS}
+
+
+# -- choosing and starting workers (fast) -------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [("auto", "auto"), ("", "auto"), ("3", 3)])
+def test_workers_flag_reads_auto_or_a_count(text, expected):
+    assert workers.parse_workers(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-2", "two", "1.5"])
+def test_bad_workers_flag_is_refused_in_one_line(text):
+    with pytest.raises(ValueError, match="positive integer"):
+        workers.parse_workers(text)
+
+
+def test_bad_workers_flag_exits_2_before_any_store_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    code = cli.main(["tune", "--config", SMOKE, "--storage",
+                     f"sqlite:///{tmp_path / 'optuna.db'}", "--workers", "0"])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --workers takes 'auto' or a positive integer, got '0'"]
+    assert not list(tmp_path.iterdir()), "nothing is written for bad input"
+
+
+def test_auto_is_one_worker_per_core_on_a_cpu(monkeypatch):
+    monkeypatch.setattr(workers, "usable_cores", lambda: 8)
+    assert workers.resolve_workers("auto", "cpu", threads=1) == 8
+    assert workers.resolve_workers("auto", "cpu", threads=2) == 4
+    assert workers.resolve_workers(3, "cpu", threads=1) == 3
+    assert workers.resolve_workers("auto", "cuda", threads=1, gpus=1) == \
+        workers.CUDA_WORKERS_PER_GPU
+    monkeypatch.setattr(workers, "usable_cores", lambda: 2)
+    assert workers.resolve_workers("auto", "cuda", threads=1, gpus=1) == 2, "never above cores"
+
+
+def test_each_worker_starts_at_another_cell():
+    firsts = [workers.rotated(CELLS, i)[0] for i in range(3)]
+    assert sorted(firsts) == sorted(CELLS)
+    assert all(sorted(workers.rotated(CELLS, i)) == sorted(CELLS) for i in range(5))
+    assert workers.rotated(CELLS, None) == list(CELLS)
+
+
+def test_progress_off_a_terminal_prints_a_line_per_change(capsys):
+    counts = {"s-rnn": 1, "s-gru": 0}
+    progress = workers.Progress(lambda: dict(counts), 3, ["s-rnn", "s-gru"])
+    progress.update()
+    progress.update()  # nothing new: no line
+    counts["s-gru"] = 2
+    progress.close()
+    progress.close()  # closing twice draws nothing more
+    assert capsys.readouterr().err.splitlines() == ["trials 1/6: rnn 1/3 gru 0/3",
+                                                    "trials 3/6: rnn 1/3 gru 2/3"]
+
+
+def test_quiet_progress_prints_nothing(capsys):
+    progress = workers.Progress(lambda: {"s-rnn": 1}, 3, ["s-rnn"], enabled=False)
+    progress.update()
+    progress.close()
+    assert capsys.readouterr().err == ""
+
+
+# -- whole jobs (slow: real processes, real stores) ---------------------------------------------
+
+@pytest.mark.slow
+def test_two_workers_on_fresh_stores_do_the_job_exactly_once(tmp_path):
+    done = subprocess.run(_tune(tmp_path, "--workers", "2"), cwd=tmp_path,
+                          env=subprocess_env(tmp_path), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    for cell, study in _studies(tmp_path).items():
+        assert len(study.trials) == 3, f"{cell}: exactly the configured trials, none over"
+        assert all(t.state.is_finished() for t in study.trials)
+    runs = _runs(tmp_path / "mlflow.db")
+    levels = Counter(level for level, _ in runs)
+    assert levels["job"] == 1 and levels["study"] == len(CELLS) and levels["trial"] == 9
+    assert levels["seeds"] == len(CELLS), "the report's retrains ran once, not once per worker"
+    assert not [r for r in runs if r[1] == "RUNNING"], runs
+    assert done.stdout.count("## ") >= 1 and "already written" not in done.stdout
+    assert "worker 0" not in done.stdout, "workers print nothing; the parent prints the report"
+    with sqlite3.connect(tmp_path / "mlflow.db") as conn:
+        versions = conn.execute("SELECT name FROM model_versions").fetchall()
+    assert sorted(v[0] for v in versions) == [f"sin2cos-{c}" for c in sorted(CELLS)]
+
+
+@pytest.mark.slow
+def test_hand_started_workers_on_a_fresh_sqlite_store_all_succeed(tmp_path):
+    """MLflow's schema migration and the experiment's creation used to race: one of two
+    workers started together on a new store died every time."""
+    env = subprocess_env(tmp_path)
+    args = _tune(tmp_path, "--cells", "gru", "--set", "train.steps=20", quiet=True)
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(outputs)
+    runs = _runs(tmp_path / "mlflow.db")
+    assert Counter(level for level, _ in runs)["job"] == 1
+    assert not [r for r in runs if r[1] == "RUNNING"]
+
+
+def _wait_for_a_running_trial(db: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(db) as conn:
+                if conn.execute("SELECT COUNT(*) FROM trials WHERE state = 'RUNNING'"
+                                ).fetchone()[0]:
+                    return
+        except sqlite3.OperationalError:  # not created yet
+            pass
+        time.sleep(0.3)
+    raise TimeoutError("no trial started")
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_parent_leaves_nothing_running_and_a_rerun_finishes(tmp_path):
+    args = _tune(tmp_path, "--workers", "2", "--cells", "rnn,gru",
+                 "--set", "train.steps=3000", "--set", "train.eval_every=50")
+    env = subprocess_env(tmp_path)
+    parent = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_a_running_trial(tmp_path / "optuna.db")
+        time.sleep(1.0)
+        parent.send_signal(signal.SIGTERM)
+        _, err = parent.communicate(timeout=120)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    assert parent.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted" in err.splitlines()[-1]
+    runs = _runs(tmp_path / "mlflow.db")
+    assert not [r for r in runs if r[1] == "RUNNING"], runs
+    assert ("job", "KILLED") in runs and ("trial", "KILLED") in runs
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    for cell in ("rnn", "gru"):
+        study = optuna.load_study(study_name=f"sin2cos-smoke-{cell}", storage=storage)
+        assert not [t for t in study.trials if t.state.name == "RUNNING"]
+
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    for cell in ("rnn", "gru"):
+        study = optuna.load_study(study_name=f"sin2cos-smoke-{cell}", storage=storage)
+        assert tuning.counted_trials(study) == 3
+    runs = _runs(tmp_path / "mlflow.db")
+    assert not [r for r in runs if r[1] == "RUNNING"], runs
+    assert Counter(level for level, _ in runs)["job"] == 1, "the rerun resumes the job run"
+    with sqlite3.connect(tmp_path / "mlflow.db") as conn:
+        versions = conn.execute("SELECT name FROM model_versions").fetchall()
+    assert sorted(v[0] for v in versions) == ["sin2cos-gru", "sin2cos-rnn"]
+
+
+@pytest.mark.slow
+def test_a_failing_worker_fails_the_job_with_its_one_line_error(tmp_path, monkeypatch, capsys):
+    """Worker 1 gets a config its parent never saw (as if its machine had another file): it
+    refuses it in one line, the parent stops the other worker and exits non-zero with that
+    line; the job run ends FAILED, nothing stays RUNNING."""
+    real = workers.worker_argv
+
+    def argv(parent_argv, index):
+        extra = ["--set", "train.steps=-5"] if index == 1 else []
+        return [*real(parent_argv, index), *extra]
+
+    monkeypatch.setattr(workers, "worker_argv", argv)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    code = cli.main(["-q", "tune", "--config", SMOKE, "--storage",
+                     f"sqlite:///{tmp_path / 'optuna.db'}", *LEAN_REPORT, "--workers", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("error: worker 1 failed: ") and "train.steps" in err[-1], err
+    runs = _runs(tmp_path / "mlflow.db")
+    assert ("job", "FAILED") in runs
+    assert not [r for r in runs if r[1] == "RUNNING"], runs
