@@ -506,9 +506,9 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
             raise ConfigError(f"unknown key {key!r}")
         name, parts = ".".join(parts[:n]), parts[n:]
         if not parts:
-            # A section takes a mapping; only a space entry may be removed with null.
+            # A section takes a mapping (a space entry is checked as a Distribution instead).
             if (isinstance(node[name], dict) and not isinstance(value, dict)
-                    and not (value is None and key.startswith("study.space."))):
+                    and not key.startswith("study.space.")):
                 fields = ", ".join(f"{key}.{field}" for field in node[name])
                 raise ConfigError(f"{key} is a section, not a field: set one of {fields}")
             node[name] = value

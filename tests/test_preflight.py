@@ -113,7 +113,7 @@ def test_every_field_refuses_bad_values_before_anything_is_written(setting, tmp_
 
 def test_the_walk_reaches_nested_and_listed_fields():
     keys = {k for k, _ in FIELDS}
-    assert {"train.lr", "data.val.n", "data.tests", "study.hidden_size",
+    assert {"train.lr", "data.val.n", "data.tests", "study.space",
             "report.tutorial_config"} <= keys
 
 
@@ -129,9 +129,9 @@ def test_sizes_beyond_memory_are_refused_up_front(smoke):
     huge = smoke.replace({"train.batch_size": 100_000, "train.steps": 100_000})
     with pytest.raises(preflight.PreflightError, match="train.steps x train.batch_size"):
         preflight.check_config(huge, "train")
-    wide = smoke.replace({"study.hidden_size": [8, 4096], "train.batch_size": 4096,
+    wide = smoke.replace({"study.space.model.hidden_size.high": 4096, "train.batch_size": 4096,
                           "data.seq_len": 100})
-    with pytest.raises(preflight.PreflightError, match="study.hidden_size"):
+    with pytest.raises(preflight.PreflightError, match="study.space.model.hidden_size.high"):
         preflight.check_sizes(wide, "tune")
     preflight.check_sizes(load_config(ROOT / "experiments" / "default.yaml"), "tune")
 

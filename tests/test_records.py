@@ -15,7 +15,8 @@ from pipeline.storage import mask_url
 
 @pytest.fixture
 def job_cfg() -> ExperimentConfig:
-    return ExperimentConfig().replace({"study.hidden_size": [8, 128], "study.lr": [1e-3, 1e-1]})
+    return ExperimentConfig().replace({"study.space.model.hidden_size.high": 128,
+                                       "study.space.train.lr.high": 1e-1})
 
 
 def test_a_trial_logs_what_was_searched_and_what_differs(job_cfg):
@@ -46,8 +47,8 @@ def test_search_ranges_are_numbers_under_their_own_keys(job_cfg):
 def test_the_job_logs_the_base_config_without_values_no_study_used(job_cfg):
     secret = job_cfg.replace({"study.storage": "postgresql+psycopg2://u:s3cret@h/db"})
     params = records.base_params(secret, mask_url)
-    for never_trained in ("model.hidden_size", "train.lr", "model.cell", "study.hidden_size",
-                          "study.lr"):
+    for never_trained in ("model.hidden_size", "train.lr", "model.cell",
+                          "study.space.model.hidden_size.low", "study.space.train.lr.high"):
         assert never_trained not in params
     assert params["train.steps"] == job_cfg.train.steps
     assert params["search.train.lr.high"] == 1e-1
@@ -68,7 +69,8 @@ def test_the_resolved_config_is_plain_yaml_with_the_password_masked(job_cfg):
     text = yaml.safe_dump(records.resolved_config(secret, mask_url))
     back = yaml.safe_load(text)  # safe_load: no python/tuple tags
     assert back["train"]["lr"] == job_cfg.train.lr
-    assert back["study"]["hidden_size"] == [8, 128]
+    assert back["study"]["space"]["model.hidden_size"] == {"low": 8, "high": 128, "log": True,
+                                                           "type": "int"}
     assert "s3cret" not in text
 
 

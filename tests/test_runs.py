@@ -3,6 +3,7 @@ pruner stops it and when it fails."""
 
 from __future__ import annotations
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 
@@ -33,13 +34,17 @@ def test_a_finished_run_holds_params_metrics_plot_checkpoint_and_scores(cfg, tra
     run = MlflowClient().get_run(done.run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "gru-run"
     assert run.data.params["model.hidden_size"] == "8" and "lr" not in run.data.params
-    assert "s3cret" not in run.data.params["study.storage"]
+    # A lone run's params are what it trained with: no study settings, nothing to mask.
+    assert not any(k.startswith("study.") for k in run.data.params)
+    config = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml")
+    assert "s3cret" not in config and "***" in config  # the whole config, the password masked
+    assert "val" in {d.dataset.name for d in run.inputs.dataset_inputs}
     assert run.data.tags["cellstudy.level"] == "seed" and "device" in run.data.tags
     steps = [m.step for m in MlflowClient().get_metric_history(done.run_id, "val/mse")]
     assert steps == [10, 20]
     assert run.data.metrics["val/mse_best"] == pytest.approx(done.result.best_val)
     assert run.data.metrics["test/mse"] == pytest.approx(done.scores["test/mse"])
-    assert PLOT_PATH in _files(MlflowClient(), done.run_id, "plots")
+    assert PLOT_PATH in _files(MlflowClient(), done.run_id, None)  # top level: compare view
     assert _files(MlflowClient(), done.run_id, "checkpoint")
 
 
@@ -58,7 +63,7 @@ def test_a_stopped_run_ends_killed_with_the_plot_it_reached(cfg, tracking_store)
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "KILLED" and run.data.tags[PRUNED_TAG] == "true"
     assert "pruned at step 20" in run.data.tags["pruned_reason"]
-    assert PLOT_PATH in _files(MlflowClient(), run_id, "plots")
+    assert PLOT_PATH in _files(MlflowClient(), run_id, None)
     assert [m.step for m in MlflowClient().get_metric_history(run_id, "val/mse")] == [10, 20]
 
 

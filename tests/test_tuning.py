@@ -122,8 +122,8 @@ def test_pruned_trials_end_killed_and_diverged_ones_failed(tiny_cfg, tracker, tm
     assert [r.info.status for r in runs] == ["FINISHED", "KILLED", "FAILED"]
     assert "pruned at step" in runs[1].data.tags["pruned_reason"]
     assert runs[1].data.tags["cellstudy.pruned"] == "true"  # the UI shows KILLED: say why
-    pruned_files = {f.path for f in client.list_artifacts(runs[1].info.run_id, "plots")}
-    assert "plots/val_predictions.png" in pruned_files  # the state it reached
+    pruned_files = {f.path for f in client.list_artifacts(runs[1].info.run_id)}
+    assert "val_predictions.png" in pruned_files  # the state it reached
     assert "DivergedError" in runs[2].data.tags["failure_reason"]
     assert tuning.FAIL_ATTR in study.trials[2].user_attrs  # counts toward the total
 
@@ -175,7 +175,8 @@ def test_a_model_worse_than_zero_is_registered_but_refused_the_alias(tiny_cfg, t
     client = MlflowClient()
     job, _ = tracker.job_run_id("job")
     bad = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/a.db", "study.name": "a",
-                            "study.n_trials": 1, "study.lr": [1e3, 1e4]})
+                            "study.n_trials": 1,
+                            "study.space.train.lr.low": 1e3, "study.space.train.lr.high": 1e4})
     with caplog.at_level("WARNING", logger="pipeline.tracking"):
         outcome = _study(bad, tracker, "rnn", job)
     zero = tuning.zero_reference(bad)
@@ -199,7 +200,7 @@ def test_promote_compares_with_the_reference_strictly(tracker, tmp_path, monkeyp
     calls = []
     monkeypatch.setattr(mlflow, "register_model",
                         lambda uri, name, tags: type("V", (), {"version": 7})())
-    monkeypatch.setattr(tracker.client, "set_model_version_tag",
+    monkeypatch.setattr(tracker._client, "set_model_version_tag",
                         lambda *a: calls.append(("tag", a)))
     monkeypatch.setattr(tracker, "champion", lambda *a: calls.append(("champion", a)))
     assert tracker.promote("m", "runs:/x/model", 0.5, "champion", {}, reference=0.5) == ("7",
