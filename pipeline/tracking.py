@@ -625,17 +625,25 @@ def check_tracking_reachable(timeout: int = 5) -> None:
         from pipeline.storage import check_storage_reachable
 
         check_storage_reachable(uri, timeout, what="the MLflow tracking store")
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}
-    saved = {k: os.environ.get(k) for k in quick}
-    os.environ.update(quick)
     try:
-        with store_creation(uri):  # the first touch of a new store migrates it
+        with _one_quick_try(timeout), store_creation(uri):  # a new store migrates on first use
             MlflowClient(uri).search_experiments(max_results=1)
     except Exception as err:  # any store, any failure: one line, no secrets
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         password = urlsplit(uri).password
         message = f"cannot reach the MLflow tracking store {uri}: {first}"
         raise ValueError(message.replace(password, "***") if password else message) from None
+
+
+@contextlib.contextmanager
+def _one_quick_try(timeout: int) -> Iterator[None]:
+    """MLflow's HTTP client without retries and with ``timeout`` inside the block, so an
+    unreachable server is reported at once; the environment is restored after."""
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}
+    saved = {k: os.environ.get(k) for k in quick}
+    os.environ.update(quick)
+    try:
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
@@ -655,20 +663,12 @@ def check_registry_reachable(timeout: int = 5) -> None:
     from mlflow.tracking._model_registry.utils import get_registry_uri
 
     uri = get_registry_uri()
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}
-    saved = {k: os.environ.get(k) for k in quick}
-    os.environ.update(quick)
     try:
-        MlflowClient(registry_uri=uri).search_registered_models(max_results=1)
+        with _one_quick_try(timeout):
+            MlflowClient(registry_uri=uri).search_registered_models(max_results=1)
     except Exception as err:  # any registry, any failure: one line, no secrets
         raise ValueError(secrets.mask(f"cannot reach the MLflow model registry "
                                       f"{secrets.mask_url(uri)}: {_first_line(err)}")) from None
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _check_loads(uri: str) -> None:
