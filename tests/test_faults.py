@@ -127,11 +127,13 @@ from pipeline.tracking import Tracker
 
 torch.set_num_threads(1)
 cfg = load_config(sys.argv[1], {"train.steps": 20, "train.eval_every": 10, "study.n_trials": 3,
-                                "study.hidden_size": [4, 4096], "study.storage": sys.argv[2],
+                                "study.space.model.hidden_size.low": 4,
+                                "study.space.model.hidden_size.high": 4096,
+                                "study.storage": sys.argv[2],
                                 "study.pruner_startup_trials": 10})
 study = tuning.open_study(cfg, "lstm")
 for hidden in (8, 4096, 8):  # 4096 wide: 268 MB of weights, four times that with Adam
-    study.enqueue_trial({"hidden_size": hidden, "lr": 1e-2})
+    study.enqueue_trial({"model.hidden_size": hidden, "train.lr": 1e-2})
 tracker = Tracker(cfg.tracking.experiment)
 job = tracker.start_run("job")
 # The address space this process holds now plus 700 MB: room for the small trials, not the wide
