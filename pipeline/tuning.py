@@ -29,9 +29,12 @@ from pipeline.runs import prediction_plot, tracked_fit
 from pipeline.storage import Storage, mask_url
 from pipeline.tracking import Tracker
 from pipeline.train import (
+    Callback,
     DivergedError,
+    FitResult,
     OutOfMemory,
     build_model,
+    fit,
     out_of_memory_as_failure,
     resolve_device,
 )
@@ -191,6 +194,11 @@ class Objective:
         self.cfg, self.cell, self.tracker = cfg, cell, tracker
         self.study_run_id, self.val = study_run_id, val
 
+    def _fit(self, cfg: ExperimentConfig, callbacks: list[Callback]) -> FitResult:
+        # Inside the tracked run, so that the run fails with the same one-line reason.
+        with out_of_memory_as_failure():
+            return fit(cfg, callbacks, val=self.val)
+
     def suggest(self, trial: optuna.Trial) -> ExperimentConfig:
         """The trial's config: each ``study.space`` path suggested under its own name, so
         ``trial.params`` (and the best trial's) rebuild it with ``cfg.replace``."""
@@ -204,15 +212,13 @@ class Objective:
         # interrupts.callback last: a signal stops training after the pruner's report.
         pruning = _pruning(trial, cfg.study.pruner_warmup_steps)
         try:
-            with out_of_memory_as_failure():
-                done = tracked_fit(
-                    self.tracker, cfg, f"{self.cell}-trial-{trial.number}", val=self.val,
-                    parent_run_id=self.study_run_id, tags=tags, base=self.cfg,
-                    callbacks=[pruning, interrupts.callback], killed_on=(optuna.TrialPruned,),
-                    on_start=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id),
-                    plot=prediction_plot(cfg, self.val,
-                                         f"{self.cell} {_describe(trial.params)}"),
-                    background=True)
+            done = tracked_fit(
+                self.tracker, cfg, f"{self.cell}-trial-{trial.number}", val=self.val,
+                parent_run_id=self.study_run_id, tags=tags, base=self.cfg,
+                callbacks=[pruning, interrupts.callback], killed_on=(optuna.TrialPruned,),
+                on_start=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id),
+                train=self._fit, background=True,
+                plot=prediction_plot(cfg, self.val, f"{self.cell} {_describe(trial.params)}"))
         except (DivergedError, OutOfMemory) as err:
             trial.set_user_attr(FAIL_ATTR, str(err))
             raise
