@@ -160,7 +160,7 @@ def _tutorial_seed(tracker: Tracker, cfg: ExperimentConfig, seed: int, parent: s
     """The tutorial's protocol with one seed, a tracked run under the job run: stepped
     metrics and the blog's red/blue figure of the predictions made during training, its MSEs
     scored with the job's ``warmup``."""
-    cfg = cfg.replace({"train.seed": seed})
+    base, cfg = cfg, cfg.replace({"train.seed": seed})  # its params: the seed, the cell, ...
     cell = cfg.model.cell
     replayed: dict[str, Any] = {}
 
@@ -177,7 +177,7 @@ def _tutorial_seed(tracker: Tracker, cfg: ExperimentConfig, seed: int, parent: s
                        val=validation_set(cfg.data), parent_run_id=parent,
                        tags={"cellstudy.level": "tutorial-seed", "cell": cell},
                        callbacks=[interrupts.callback], train=train, plot=plot, test_sets=sets,
-                       test_warmup=warmup, base=cfg)
+                       test_warmup=warmup, base=base)
     return measure_tutorial(cfg, replayed["ws"], replayed["pred"], done.scores,
                             done.result.seconds, warmup)
 
