@@ -76,7 +76,7 @@ def test_generated_stores_are_ignored():
 
 
 def test_core_imports_neither_mlflow_nor_optuna():
-    for name in ("config", "data", "model", "train", "plots"):
+    for name in ("config", "data", "model", "train", "plots", "records"):
         text = (ROOT / "pipeline" / f"{name}.py").read_text()
         for lib in ("mlflow", "optuna"):
             assert f"import {lib}" not in text and f"from {lib}" not in text, (name, lib)
