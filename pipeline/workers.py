@@ -116,8 +116,8 @@ def rotated(cells: Sequence[str], index: int | None) -> list[str]:
 
 
 class Progress:
-    """One progress display for the whole job, read from the Optuna storage: a bar on a
-    terminal, else a line each time a count changes (logs stay readable).
+    """One progress display for the whole job, read from the Optuna storage: on a terminal one
+    line redrawn in place, elsewhere a line each time a count changes (logs stay readable).
 
     Args:
         count: returns finished trials per study (name -> count) when called.
@@ -129,12 +129,9 @@ class Progress:
     def __init__(self, count: Callable[[], dict[str, int]], total: int, names: Sequence[str],
                  enabled: bool = True) -> None:
         self.count, self.total, self.names = count, total, list(names)
-        self.enabled, self.bar, self.last = enabled, None, ""
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total * len(self.names), unit="trial", file=sys.stderr,
-                            dynamic_ncols=True)
+        self.enabled, self.last, self.start = enabled, "", time.monotonic()
+        self.live = enabled and sys.stderr.isatty()  # a line to redraw is on screen
+        self.lock = threading.Lock()  # worker output and the display share stderr
 
     def update(self) -> None:
         if not self.enabled:
@@ -146,25 +143,26 @@ class Progress:
         n = sum(min(done.get(name, 0), self.total) for name in self.names)
         per_study = " ".join(f"{name.rsplit('-', 1)[-1]} {done.get(name, 0)}/{self.total}"
                              for name in self.names)
-        if self.bar is not None:
-            self.bar.n = n
-            self.bar.set_postfix_str(per_study)
-        elif per_study != self.last:
-            print(f"trials {n}/{self.total * len(self.names)}: {per_study}", file=sys.stderr)
-        self.last = per_study
+        line = f"trials {n}/{self.total * len(self.names)}: {per_study}"
+        with self.lock:
+            if self.live:
+                elapsed = time.monotonic() - self.start
+                sys.stderr.write(f"\r{line}  [{elapsed:.0f} s]\033[K")
+                sys.stderr.flush()
+            elif line != self.last:
+                print(line, file=sys.stderr)
+            self.last = line
 
     def write(self, line: str) -> None:
-        if self.bar is None:
-            print(line, file=sys.stderr)
-        else:
-            self.bar.write(line, file=sys.stderr)
+        """Prints a line above the display."""
+        with self.lock:
+            print(f"\r\033[K{line}" if self.live else line, file=sys.stderr)
 
     def close(self) -> None:
         self.update()
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        self.enabled = False  # closed once, even when closed twice
+        if self.live:
+            print(file=sys.stderr)
+        self.enabled = self.live = False  # closed once, even when closed twice
 
 
 @contextlib.contextmanager
