@@ -77,12 +77,14 @@ def job_seconds(config: str, extra: list[str] | None = None,
         cmd = [sys.executable, "-m", "pipeline", "-q", "tune", "--config", str(ROOT / config),
                "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--workers", workers,
                *(extra or [])]
+        used = _workers_used(workers)  # auto reads the load: before the job, as the job does
         seconds = _timed(cmd, tmp_path)
     return {"value": seconds, "config": config, "fresh_store": True, "workers": workers,
-            "workers_used": _workers_used(workers)}
+            "workers_used": used}
 
 
 def _workers_used(spec: str) -> int:
+    """What ``--workers spec`` resolves to here, now (``auto`` reads the load average)."""
     import torch
 
     from pipeline.workers import parse_workers, resolve_workers
@@ -124,15 +126,17 @@ def peer_speedup(rounds: int, workers: str = "auto") -> dict[str, Any]:
                 "--set", f"train.steps={PEER_STEPS}",
                 "--set", f"study.pruner_startup_trials={PEER_TRIALS + 1}",
                 "--set", "report.seeds=1", "--set", "report.tutorial_seeds=0"]
-    peer, ours = [], []
+    peer, ours, used = [], [], []
     for _ in range(rounds):
-        for cmd, times in ((peer_cmd, peer), (ours_cmd, ours)):
-            with tempfile.TemporaryDirectory() as tmp:
-                extra = ["--storage", f"sqlite:///{Path(tmp) / 'optuna.db'}"]
-                times.append(_timed(cmd + (extra if cmd is ours_cmd else []), Path(tmp)))
+        with tempfile.TemporaryDirectory() as tmp:
+            peer.append(_timed(peer_cmd, Path(tmp)))
+        with tempfile.TemporaryDirectory() as tmp:
+            used.append(_workers_used(workers))
+            ours.append(_timed([*ours_cmd, "--storage", f"sqlite:///{Path(tmp) / 'optuna.db'}"],
+                               Path(tmp)))
     return {"value": statistics.median(peer) / statistics.median(ours), "goal": ">= 5",
             "device": device, "rounds": rounds, "trials": PEER_TRIALS, "steps": PEER_STEPS,
-            "batch": 64, "cell": CELL, "workers": workers, "workers_used": _workers_used(workers),
+            "batch": 64, "cell": CELL, "workers": workers, "workers_used": used,
             "peer_seconds": peer, "cellstudy_seconds": ours}
 
 

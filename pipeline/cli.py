@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--study-name", "--study_name", type=_optional(str),
                       help="study name prefix; each cell's study is <name>-<cell>")
     tune.add_argument("--workers", default="1", metavar="N|auto",
-                      help="worker processes sharing the studies; auto: one per core on a CPU, "
+                      help="worker processes sharing the studies; auto: one per idle core on a "
+                           "CPU, "
                            f"{workers.CUDA_WORKERS_PER_GPU} per card on CUDA (default: 1)")
     tune.add_argument(workers.WORKER_FLAG, dest="worker_index", type=int,
                       help=argparse.SUPPRESS)

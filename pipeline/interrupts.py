@@ -9,7 +9,8 @@ the worker, for good. So the first signal only records itself; the job raises
 ``KeyboardInterrupt`` at points where it holds no lock and is inside no database call:
 
 - after each validation pass of a training run (``callback``, a training callback),
-- between trials (``stop_study``, an Optuna callback) and before each study's wrap-up,
+- between trials (the study loop runs one trial per ``optimize`` call and checks between
+  them) and before each study's wrap-up,
 - between the steps of the job (``check``).
 
 A second signal raises at once, wherever the job is (the user insists); a third exits the
@@ -26,7 +27,6 @@ import os
 import signal
 from collections.abc import Iterator
 from types import FrameType
-from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -79,10 +79,3 @@ def callback(step: int, metrics: dict[str, float]) -> None:
     """A training callback (see ``pipeline.train.fit``): a pending signal stops training here,
     after a validation pass, where no store is being written."""
     check()
-
-
-def stop_study(study: Any, trial: Any) -> None:
-    """An Optuna callback: a pending signal lets the finished trial stand and starts no other
-    (``study.stop()``); the caller then honors it with ``check``."""
-    if _received:
-        study.stop()

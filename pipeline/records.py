@@ -145,6 +145,10 @@ def version_description(study_name: str, trial: int, run_id: str, val_mse: float
     """A model version's description (Markdown): where it comes from and its scores."""
     scores = {"val/mse_best (validation, selects the champion)": val_mse}
     scores.update({f"{k} (this model, one seed)": v for k, v in sorted(test.items())})
-    return (f"Trial **{trial}** of study `{study_name}` (run `{run_id}`).\n\n"
+    # The first line is plain text: the registry's version list shows it raw, cut short.
+    headline = (f"Trial {trial} of study {study_name}: val/mse_best {val_mse:.3g}"
+                + (f", test/mse {test['test/mse']:.3g} (this model)" if "test/mse" in test
+                   else "") + ".")
+    return (f"{headline}\n\nRun `{run_id}`.\n\n"
             f"{_md_table(scores)}\n\n**Trained with** (the rest is the run's `config.yaml`):\n\n"
             f"{_md_table(params)}")

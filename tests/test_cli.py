@@ -87,3 +87,17 @@ def test_readme_commands_exist():
     assert "mlflow run . --env-manager local" in readme
     assert "python -m pytest" in readme
     assert "python -m pytest" in Path(ROOT / ".ci" / "run").read_text()
+
+
+def test_tune_prints_each_log_line_once(tmp_path):
+    """Optuna's progress bar turns Optuna's own handler back on when it closes; its lines
+    (``[I 2026-...] ...``) would then repeat every ``INFO optuna...`` line the CLI prints."""
+    out = _run(["tune", "--config", str(ROOT / "experiments" / "smoke.yaml"), "--cells", "rnn",
+                "--storage", f"sqlite:///{tmp_path / 'optuna.db'}",
+                "--set", "study.n_trials=2", "--set", "train.steps=10",
+                "--set", "report.tutorial_seeds=0"], tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line.split("\r")[-1] for line in out.stderr.splitlines()]
+    assert any(line.startswith("INFO optuna") for line in lines)  # logged, through the CLI
+    optunas_own = [line for line in lines if line[:3] in ("[I ", "[W ", "[E ")]
+    assert not optunas_own, optunas_own

@@ -29,6 +29,10 @@ def test_job_report_is_logged_on_the_job_run(tiny_cfg, tracking_store) -> None:
     assert text.count("leaves out the first 2 points") == 1
     assert {a.path for a in client.list_artifacts(job, "report")} == {
         "report/comparison.png", "report/tutorial.png"}
+    # Embedded by relative paths that resolve beside report.md, and versions linked.
+    for figure in ("report/comparison.png", "report/tutorial.png"):
+        assert f"]({figure})" in text
+    assert f"(#/models/sin2cos-gru/versions/{outcome.model_version})" in text
     runs = client.search_runs([tracker.experiment_id])
     by_level: dict[str, list] = {}
     for r in runs:

@@ -67,11 +67,13 @@ def test_bad_workers_flag_exits_2_before_any_store_is_written(tmp_path, monkeypa
     assert not list(tmp_path.iterdir()), "nothing is written for bad input"
 
 
-def test_auto_is_one_worker_per_core_on_a_cpu(monkeypatch):
+def test_auto_is_one_worker_per_idle_core_on_a_cpu(monkeypatch):
     monkeypatch.setattr(workers, "usable_cores", lambda: 8)
-    assert workers.resolve_workers("auto", "cpu", threads=1) == 8
-    assert workers.resolve_workers("auto", "cpu", threads=2) == 4
-    assert workers.resolve_workers(3, "cpu", threads=1) == 3
+    assert workers.resolve_workers("auto", "cpu", threads=1, load=0.1) == 8
+    assert workers.resolve_workers("auto", "cpu", threads=2, load=0.1) == 4
+    assert workers.resolve_workers("auto", "cpu", threads=1, load=3.2) == 5
+    assert workers.resolve_workers("auto", "cpu", threads=1, load=12.0) == 1, "at least one"
+    assert workers.resolve_workers(3, "cpu", threads=1, load=12.0) == 3, "a number is kept"
     assert workers.resolve_workers("auto", "cuda", threads=1, gpus=1) == \
         workers.CUDA_WORKERS_PER_GPU
     monkeypatch.setattr(workers, "usable_cores", lambda: 2)
