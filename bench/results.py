@@ -121,7 +121,7 @@ def main() -> None:
                  "commit them first: the header names the commit the numbers came from")
     commit = git("rev-parse", "HEAD")
     sys.path.insert(0, str(ROOT))
-    from pipeline.report import machine
+    from pipeline.render import machine
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
