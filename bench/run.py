@@ -125,7 +125,13 @@ def peer_speedup(rounds: int, workers: str = "auto") -> dict[str, Any]:
                 "--n-trials", str(PEER_TRIALS), "--workers", workers, "--device", device,
                 "--set", f"train.steps={PEER_STEPS}",
                 "--set", f"study.pruner_startup_trials={PEER_TRIALS + 1}",
-                "--set", "report.seeds=1", "--set", "report.tutorial_seeds=0"]
+                "--set", "report.seeds=1", "--set", "report.tutorial_seeds=0",
+                # The peer's work, not the main job's since issue 9 (wider ranges, cosine decay,
+                # validation every 50): the same ranges, schedule and validation interval.
+                "--set", "study.space.model.hidden_size.low=8",
+                "--set", "study.space.model.hidden_size.high=128",
+                "--set", "study.space.train.lr.high=0.1",
+                "--set", "train.schedule=constant", "--set", "train.eval_every=25"]
     peer, ours, used = [], [], []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
