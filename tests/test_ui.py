@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,6 +196,14 @@ def test_runs_page_nests_trials_under_studies(page, server: str, store: Store,
     _shot(page, "ui-runs.png", tmp_path)
 
 
+def _written_forms(value: float) -> list[str]:
+    """Prefixes a page may write ``value`` with: scientific (``3.358``) or positional, cut
+    three digits after its first significant one (``0.0000335``)."""
+    fixed = f"{value:.15f}"
+    first = next(i for i, ch in enumerate(fixed) if ch not in "0.")
+    return [f"{value:.4g}"[:5], fixed[: first + 3]]
+
+
 def test_trial_page_shows_metrics_and_prediction_png(page, server: str, store: Store,
                                                      tmp_path) -> None:
     run = store.trial.info
@@ -205,11 +214,13 @@ def test_trial_page_shows_metrics_and_prediction_png(page, server: str, store: S
     for key in ("val/mse_best", "val/mse", "train/loss"):
         page.get_by_text(key, exact=True).first.wait_for()
     best = store.trial.data.metrics["val/mse_best"]
-    # The value, however the UI writes it (3.358e-5, 0.00003358..., 0.3358): its first four
-    # significant digits appear in the page's text once the decimal points are dropped.
-    digits = f"{best:.3e}".split("e")[0].replace(".", "")
-    page.get_by_text("val/mse_best", exact=True).first.wait_for()
-    assert digits in page.inner_text("body").replace(".", "")
+    # The value, however the UI writes it: "0.0245..." for a smoke trial, "0.0000335..." for
+    # the main job's (where the old check, "3.358", found nothing).
+    forms = _written_forms(best)
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while not any(page.get_by_text(form).count() for form in forms):
+        assert time.monotonic() < deadline, f"none of {forms} shown for val/mse_best {best}"
+        time.sleep(0.2)
     _shot(page, "ui-trial.png", tmp_path)
 
     page.goto(f"{server}/#/experiments/{store.experiment_id}/runs/{run.run_id}/artifacts"
