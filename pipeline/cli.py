@@ -281,10 +281,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                       "lr": "train.lr", "device": "train.device"})
     _preflight(cfg.replace({"study.cells": [cfg.model.cell]}), "train", registry=args.register)
     _setup_torch(cfg)
-    from pipeline import records
     from pipeline.data import validation_set
     from pipeline.runs import tracked_fit
-    from pipeline.tracking import Tracker
+    from pipeline.tracking import Tracker, model_description
 
     tracker = Tracker(cfg.tracking.experiment, entry_point="python -m pipeline train")
     name = f"{cfg.model.cell}-train-h{cfg.model.hidden_size}"
@@ -305,8 +304,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                                              cfg.tracking.alias,
                                              {"run_id": run_id, "cell": cfg.model.cell},
                                              reference=zero)
-            tracker.describe_model(reg, records.model_description(cfg.model.cell, reg,
-                                                                  cfg.tracking.alias))
+            tracker.describe_model(reg, model_description(cfg.model.cell, reg,
+                                                          cfg.tracking.alias, cfg.data.warmup))
             refused = (f"; alias {cfg.tracking.alias} not set: val MSE "
                        f"{done.result.best_val:.3g} is not below predicting zero ({zero:.3g})"
                        if done.result.best_val >= zero else "")

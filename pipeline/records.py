@@ -118,28 +118,6 @@ def study_description(cfg: ExperimentConfig, cell: str, study_name: str,
             "under this run; the best one is tested once and offered to the registry.")
 
 
-def model_description(cell: str, registered_name: str, alias: str) -> str:
-    """The registered model's description (Markdown): what it maps, its contract, how to
-    load it."""
-    return f"""**{cell.upper()} sequence regressor: sin(t) → cos(t)**, the best of a cellstudy \
-Optuna study of the `{cell}` cell. Version `@{alias}` is the best on validation so far.
-
-**pyfunc contract.** Input: float32 array `(batch, T, 1)` of sin values, any `T >= 1` \
-(a `(batch, T)` array or nested list is read as one feature per step). Output: float32 \
-`(batch, T, 1)`, the predicted cos values. Each call starts from a fresh hidden state; the \
-first 3 points of a window cannot be known (cos t needs 3 sin values) and are not scored.
-
-```python
-import mlflow, numpy as np
-model = mlflow.pyfunc.load_model("models:/{registered_name}@{alias}")
-t = np.linspace(0, 6, 40, dtype=np.float32)
-y = model.predict(np.sin(t)[None, :, None])   # (1, 40, 1) ≈ cos(t)
-```
-
-Served: `mlflow models serve -m models:/{registered_name}@{alias} --env-manager local`, then \
-POST `{{"inputs": [[[0.0], [0.2], [0.39]]]}}` to `/invocations`."""
-
-
 def version_description(study_name: str, trial: int, run_id: str, val_mse: float,
                         test: dict[str, float], params: dict[str, Any]) -> str:
     """A model version's description (Markdown): where it comes from and its scores."""

@@ -610,6 +610,36 @@ def _mark_model_training(client: MlflowClient, experiment_id: str) -> None:
             client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
 
 
+def model_description(cell: str, registered_name: str, alias: str, warmup: int) -> str:
+    """The registered model's description (Markdown): what it maps, its pyfunc contract, how
+    to load and serve it. Here, beside the registry calls, because it is about MLflow: the
+    snippet it shows imports mlflow.
+
+    Args:
+        cell: the cell the model's study tuned.
+        registered_name: the registered model's name.
+        alias: the champion alias.
+        warmup: leading points of each window that are not scored (``data.warmup``).
+    """
+    return f"""**{cell.upper()} sequence regressor: sin(t) → cos(t)**, the best of a cellstudy \
+Optuna study of the `{cell}` cell. Version `@{alias}` is the best on validation so far.
+
+**pyfunc contract.** Input: float32 array `(batch, T, 1)` of sin values, any `T >= 1` \
+(a `(batch, T)` array or nested list is read as one feature per step). Output: float32 \
+`(batch, T, 1)`, the predicted cos values. Each call starts from a fresh hidden state; the \
+first {warmup} points of a window are not scored: three sin values fix cos only at the third.
+
+```python
+import mlflow, numpy as np
+model = mlflow.pyfunc.load_model("models:/{registered_name}@{alias}")
+t = np.linspace(0, 6, 40, dtype=np.float32)
+y = model.predict(np.sin(t)[None, :, None])   # (1, 40, 1) ≈ cos(t)
+```
+
+Served: `mlflow models serve -m models:/{registered_name}@{alias} --env-manager local`, then \
+POST `{{"inputs": [[[0.0], [0.2], [0.39]]]}}` to `/invocations`."""
+
+
 def check_tracking_reachable(timeout: int = 5) -> None:
     """Asks the tracking store for one experiment, without retries, so an unreachable server
     or database is reported at once instead of after minutes of retries, before any run exists.

@@ -27,7 +27,7 @@ from pipeline.data import Windows, validation_set
 from pipeline.evaluation import held_out_sets, model_predictor, score_sets, zero_reference
 from pipeline.runs import prediction_plot, tracked_fit
 from pipeline.storage import Storage, mask_url
-from pipeline.tracking import Tracker
+from pipeline.tracking import Tracker, model_description
 from pipeline.train import (
     Callback,
     DivergedError,
@@ -529,7 +529,8 @@ def _register(cfg: ExperimentConfig, cell: str, study: optuna.Study, tracker: Tr
         tags={"test_mse_this_model": str(test.get("test/mse")), "study": study.study_name,
               "run_id": best_run, "trial": str(best.number), "cell": cell},
         reference=zero_reference(cfg))
-    tracker.describe_model(name, records.model_description(cell, name, cfg.tracking.alias))
+    tracker.describe_model(name, model_description(cell, name, cfg.tracking.alias,
+                                                   cfg.data.warmup))
     tracker.describe_model(name, records.version_description(
         study.study_name, best.number, best_run, float(best.value), test, dict(best.params)),
         version)

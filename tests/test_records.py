@@ -75,9 +75,6 @@ def test_the_resolved_config_is_plain_yaml_with_the_password_masked(job_cfg):
 
 
 def test_descriptions_say_what_a_user_needs(job_cfg):
-    model = records.model_description("lstm", "sin2cos-lstm", "champion")
-    assert "(batch, T, 1)" in model and "models:/sin2cos-lstm@champion" in model
-    assert "mlflow models serve" in model
     version = records.version_description("s-lstm", 7, "abc", 0.001,
                                           {"test/mse": 0.002, "test/long/mse": 0.003},
                                           {"model.hidden_size": 40, "train.lr": 0.02})

@@ -218,3 +218,12 @@ def test_a_registered_model_and_its_version_get_descriptions(tracker):
     tracker.describe_model("described", "trial 3", version)
     assert MlflowClient().get_registered_model("described").description == "what it maps"
     assert MlflowClient().get_model_version("described", version).description == "trial 3"
+
+
+def test_the_registered_models_description_says_its_contract_and_warm_up() -> None:
+    from pipeline.tracking import model_description
+
+    model = model_description("lstm", "sin2cos-lstm", "champion", warmup=2)
+    assert "(batch, T, 1)" in model and "models:/sin2cos-lstm@champion" in model
+    assert "mlflow models serve" in model
+    assert "first 2 points of a window are not scored" in model
