@@ -133,25 +133,6 @@ class SeedRun:
     flattened."""
 
 
-def retrain(cfg: ExperimentConfig, seed: int, sets: dict[str, Windows],
-            val: Windows | None = None) -> SeedRun:
-    """Trains ``cfg`` with ``train.seed = seed`` and tests its best-validation checkpoint.
-
-    Args:
-        cfg: the configuration, cell, hidden size and lr already set.
-        seed: the weight seed.
-        sets: held-out sets to test on.
-        val: the validation windows; drawn from the config when None.
-    """
-    cfg = cfg.replace({"train.seed": seed})
-    # interrupts.callback: SIGINT/SIGTERM stop the report's training at its validation passes.
-    result = fit(cfg, callbacks=[interrupts.callback], val=val)
-    model = build_model(cfg.model, result.state_dict)
-    scores = score_sets(model_predictor(model), sets, cfg.data.warmup)
-    return SeedRun(seed, result.best_val, scores, result.seconds, result.device,
-                   result.best_step)
-
-
 def replay_tutorial(cfg: ExperimentConfig, callbacks: Iterable[Callback] = ()
                     ) -> tuple[Windows, np.ndarray, torch.nn.Module, FitResult]:
     """Trains with ``fit`` on the tutorial protocol, keeping what the blog plots: the
