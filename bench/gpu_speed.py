@@ -2,11 +2,13 @@
 ``bench/gpu_check.sh speed`` runs them all (about 6 minutes on an H100/H200 machine).
 
     python bench/gpu_speed.py main_job     # default main job, --workers auto on CUDA (<= 20 s)
-    python bench/gpu_speed.py workers      # trials/s with 1, 2, 4, 8 CUDA workers (for auto)
+    python bench/gpu_speed.py workers      # trials/s, 1-16 CUDA workers and 16 CPU workers
     python bench/gpu_speed.py trial        # default trial, CUDA vs this host's CPU (>= 5x)
     python bench/gpu_speed.py peer         # peer_speedup on CUDA (>= 5x)
 
-Each prints one JSON object and writes it to ``$OUT/gpu_speed_<part>.json`` (or ``bench/``).
+Each prints one JSON object and writes it to ``$OUT/gpu_speed_<part>.json`` (or ``bench/``),
+after each of its measurements, so a part cut off by its time limit still leaves what it took.
+``GPU_SPEED_DEVICE=cpu`` runs the same code on the CPU (a dry run of the script).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import run as bench  # noqa: E402
 
 ROOT = bench.ROOT
 DEFAULT = str(ROOT / "experiments" / "default.yaml")
+DEVICE = os.environ.get("GPU_SPEED_DEVICE", "cuda")
+DEST = Path(os.environ.get("OUT", ROOT / "bench"))
 LEAN = ["--set", "report.seeds=1", "--set", "report.tutorial_seeds=0"]
 
 
@@ -32,29 +36,64 @@ def _tune(tmp: Path, *args: str) -> list[str]:
             "--storage", f"sqlite:///{tmp / 'optuna.db'}", *args]
 
 
+def _save(part: str, result: dict[str, Any]) -> None:
+    (DEST / f"gpu_speed_{part}.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _spans(tmp: Path) -> dict[str, Any]:
+    """Where a job's time went, read back from its MLflow store: per run level (trial, study,
+    seed, baseline, tutorial, job), the first start and the last end in seconds from the job
+    run's start, and the number of runs."""
+    import sqlite3
+
+    with sqlite3.connect(tmp / "mlflow.db") as conn:
+        rows = conn.execute(
+            "SELECT t.value, MIN(r.start_time), MAX(r.end_time), COUNT(*) FROM runs r JOIN tags t"
+            " ON t.run_uuid = r.run_uuid AND t.key = 'cellstudy.level' GROUP BY t.value"
+        ).fetchall()
+    start = min(r[1] for r in rows)
+    return {level: {"first_start_s": (first - start) / 1000,
+                    "last_end_s": ((last or first) - start) / 1000, "runs": n}
+            for level, first, last, n in rows}
+
+
 def main_job() -> dict[str, Any]:
-    """The default main job as a user runs it: ``--workers auto`` on CUDA, fresh stores."""
-    out = {}
+    """The default main job as a user runs it: ``--workers auto`` on CUDA, fresh stores; then
+    with one worker, and where its time went (run spans per level)."""
+    out: dict[str, Any] = {"goal": "auto <= 20 s"}
     for workers in ("auto", "1"):
         used = bench._workers_used(workers)
         with tempfile.TemporaryDirectory() as tmp:
-            seconds = bench._timed(_tune(Path(tmp), "--workers", workers, "--device", "cuda"),
+            seconds = bench._timed(_tune(Path(tmp), "--workers", workers, "--device", DEVICE),
                                    Path(tmp))
-        out[workers] = {"seconds": seconds, "workers_used": used}
-    return {"goal": "auto <= 20 s", "value": out["auto"]["seconds"], **out}
+            out[workers] = {"seconds": seconds, "workers_used": used, "spans": _spans(Path(tmp))}
+        out.setdefault("value", seconds)
+        _save("main_job", out)
+    return out
+
+
+WORKER_COUNTS = (1, 2, 4, 8, 16)
+CPU_WORKERS = 16
+"""The H100/H200 machines' cores."""
 
 
 def workers() -> dict[str, Any]:
     """Trials per second of one study (lstm, 24 default trials, pruning off, lean report) with
-    1, 2, 4 and 8 CUDA workers, whole job included: which count keeps the card busy."""
-    out = {}
-    for n in (1, 2, 4, 8):
+    1 to 16 CUDA workers, whole job included: which count keeps the card busy; and 16 workers
+    on this host's CPU cores, the other way to use the machine."""
+    out: dict[str, Any] = {}
+    runs = [(str(n), n, DEVICE) for n in WORKER_COUNTS] + [(f"cpu{CPU_WORKERS}", CPU_WORKERS,
+                                                            "cpu")]
+    for key, n, device in runs:
         with tempfile.TemporaryDirectory() as tmp:
             seconds = bench._timed(_tune(Path(tmp), "--cells", "lstm", "--n-trials", "24",
                                          "--set", "study.pruner_startup_trials=25",
-                                         "--workers", str(n), "--device", "cuda", *LEAN),
+                                         "--workers", str(n), "--device", device, *LEAN),
                                    Path(tmp))
-        out[str(n)] = {"seconds": seconds, "trials_per_s": 24 / seconds}
+            spans = _spans(Path(tmp))
+        out[key] = {"seconds": seconds, "trials_per_s": 24 / seconds, "device": device,
+                    "trial_span_s": spans["trial"]["last_end_s"] - spans["trial"]["first_start_s"]}
+        _save("workers", out)
     return out
 
 
@@ -79,9 +118,11 @@ def _trial_seconds(device: str) -> dict[str, Any]:
 
 
 def trial() -> dict[str, Any]:
-    cuda, cpu = _trial_seconds("cuda"), _trial_seconds("cpu")
-    return {"goal": ">= 5", "value": cpu["seconds_per_trial"] / cuda["seconds_per_trial"],
-            "cuda": cuda, "cpu": cpu}
+    out: dict[str, Any] = {"goal": ">= 5", "cuda": _trial_seconds(DEVICE)}
+    _save("trial", out)
+    out["cpu"] = _trial_seconds("cpu")
+    out["value"] = out["cpu"]["seconds_per_trial"] / out["cuda"]["seconds_per_trial"]
+    return out
 
 
 def peer() -> dict[str, Any]:
@@ -92,11 +133,10 @@ PARTS = {"main_job": main_job, "workers": workers, "trial": trial, "peer": peer}
 
 
 def main(argv: list[str]) -> int:
-    dest = Path(os.environ.get("OUT", ROOT / "bench"))
     for name in argv or list(PARTS):
         start = time.perf_counter()
         result = {**PARTS[name](), "part_seconds": time.perf_counter() - start}
-        (dest / f"gpu_speed_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        _save(name, result)
         print(json.dumps({name: result}))
     return 0
 

@@ -17,7 +17,14 @@ from mlflow import MlflowClient
 from pipeline.config import ExperimentConfig
 from pipeline.data import make_eval_set, make_train_batches
 from pipeline.model import detach_state
-from pipeline.train import build_model, fit, score, use_cuda_graph
+from pipeline.train import (
+    OutOfMemory,
+    build_model,
+    fit,
+    out_of_memory_as_failure,
+    score,
+    use_cuda_graph,
+)
 
 CELLS = ("rnn", "lstm", "gru")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -164,6 +171,28 @@ def test_tutorial_protocol_on_cuda_stays_eager(tiny_cfg):
                                             "data.warmup": 0})
     result = fit(cfg)
     assert not result.cuda_graph and math.isfinite(result.best_val)
+
+
+@needs_cuda
+def test_cuda_out_of_memory_becomes_one_line_and_frees_the_card(tiny_cfg):
+    """A real CUDA allocation failure, not a raised exception: the process is held to a sliver
+    of the card (torch's own cap), a trial far larger than that fails with ``OutOfMemory``,
+    and the card is usable again for the next trial, as a study needs."""
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction(64 * 2**20 / torch.cuda.get_device_properties(0)
+                                               .total_memory)
+    try:
+        big = _cfg(tiny_cfg, "lstm", "cuda", **{"model.hidden_size": 2048,
+                                                 "train.batch_size": 4096})
+        with pytest.raises(OutOfMemory, match="^out of memory: ") as caught:
+            with out_of_memory_as_failure():
+                fit(big)
+        assert "\n" not in str(caught.value)
+        assert torch.cuda.memory_allocated() < 16 * 2**20, "the failed trial's tensors freed"
+        small = fit(_cfg(tiny_cfg, "lstm", "cuda"))
+        assert math.isfinite(small.best_val)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
 
 
 def test_system_metrics_are_logged_to_the_run(tracking_store, monkeypatch):

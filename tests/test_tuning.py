@@ -278,3 +278,49 @@ def test_any_numeric_field_can_be_searched(tiny_cfg, tracker, tmp_path):
             assert client.get_metric_history(run.info.run_id, "val/mse")[-1].step == steps
     champion = cfg.replace({"model.cell": "gru", **outcome.best_params})
     assert champion.model.num_layers == outcome.best_params["model.num_layers"]
+
+
+class _Quick:
+    """An objective of no cost, for the claim protocol alone: records what it was asked."""
+
+    def __init__(self) -> None:
+        self.on_start = lambda: None
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.on_start()
+        return trial.suggest_float("x", 0.0, 1.0)
+
+
+def test_workers_each_run_their_own_claim_and_stop_at_the_total(tmp_path):
+    """Two workers (threads, each with its own Optuna storage and cache, as processes have)
+    on one SQLite study of trials that cost nothing, where the race is tightest: every trial
+    run is a claimed one (none made by an ``ask`` that found no queued trial, which left a
+    claim nobody ran and stalled both workers for a minute) and they stop at the total."""
+    import threading
+
+    from pipeline.storage import Storage
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = Storage(url)
+    optuna.create_study(study_name="s", storage=url)
+    total, errors = 60, []
+
+    def worker() -> None:
+        try:
+            study = optuna.load_study(study_name="s", storage=url)
+            tuning._run_to_total(study, _Quick(), total, poll=0.05, storage=storage)
+        except Exception as err:  # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=tuning.RESERVATION_SECONDS / 2)
+    assert not any(t.is_alive() for t in threads), "a worker waited on a claim nobody ran"
+    assert not errors
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert len(trials) == total
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert all(tuning.RESERVED_ATTR in t.user_attrs for t in trials), \
+        "a trial was made by an ask instead of running a claim"
