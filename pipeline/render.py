@@ -318,7 +318,9 @@ def _html(block: Block, figures: dict[str, bytes]) -> str:
         head = "".join(f"<th>{_inline(h)}</th>" for h in block.head)
         rows = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>\n"
                        for row in block.rows)
-        table = (f'<div class="table"><table>\n<thead><tr>{head}</tr></thead>\n'
+        # Tables of numbers keep each cell on one line (and scroll); tables of sentences wrap.
+        prose = ' class="prose"' if any(len(c) > 60 for row in block.rows for c in row) else ""
+        table = (f'<div class="table"><table{prose}>\n<thead><tr>{head}</tr></thead>\n'
                  f"<tbody>\n{rows}</tbody>\n</table></div>")
         linked = any(_ROUTE_LINK.search(c) for row in block.rows for c in row)
         return table + ("\n" + _ROUTES_NOTE if linked else "")
@@ -365,6 +367,7 @@ h2 { font-size: 19px; margin: 32px 0 8px; padding-bottom: 4px; border-bottom: 1p
 table { border-collapse: collapse; font-size: 13px; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #d1d9e0; padding: 4px 10px; text-align: left; vertical-align: top; }
 th { background: #f6f8fa; font-weight: 600; }
+table:not(.prose) td { white-space: nowrap; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 figure { margin: 16px 0; }
 img { max-width: 100%; height: auto; border: 1px solid #e8ebef; }
