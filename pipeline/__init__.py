@@ -3,7 +3,7 @@
 Core (imports neither MLflow nor Optuna): ``config``, ``data``, ``model``, ``train``,
 ``plots``, ``metrics``, ``evaluation``, ``inputs``, ``interrupts``, ``storage``,
 ``secrets`` (masking), ``records`` (what runs say, as plain data), ``verdicts`` (the
-report's numbers and verdicts) and ``render`` (its Markdown).
+report's numbers and verdicts) and ``render`` (its Markdown and HTML).
 
 Edges: ``tracking`` and ``serving`` (the only modules that import MLflow), ``runs`` (the one
 tracked training run), ``report`` (the job's report: trains and logs through ``runs``),

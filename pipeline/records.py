@@ -103,7 +103,7 @@ def job_description(cfg: ExperimentConfig, command: str) -> str:
             "Its params are the **base config** every trial starts from; the searched fields "
             "are not among them (each trial logs the values it trained with), the ranges are "
             "the `search.*` params. The whole resolved config is `config.yaml`; the comparison "
-            "of the cells is `report.md`.")
+            "of the cells is `report.md`, and `report.html` with its figures drawn.")
 
 
 def study_description(cfg: ExperimentConfig, cell: str, study_name: str,

@@ -1,5 +1,5 @@
-"""What a researcher gets at the end of a job: ``report.md`` on the job run, two figures, and
-the same tables on the console.
+"""What a researcher gets at the end of a job: ``report.md`` and ``report.html`` on the job run,
+two figures, and the same tables on the console.
 
 After the studies, ``job_report``:
 
@@ -13,10 +13,12 @@ After the studies, ``job_report``:
    seeds per cell and measures the blog's claims: the cliff metric during training and after,
    stability over training (a run ``tutorial-<cell>`` under the job run);
 4. warns when a best trial sits on the edge of its search range;
-5. writes it all as Markdown with the verdicts computed from the numbers.
+5. writes it all as Markdown with the verdicts computed from the numbers, and the same
+   document as one HTML page with the figures embedded (MLflow 3.17's viewer shows
+   report.md's images as text; see ``pipeline/render.py``).
 
 This module is the orchestration only: the numbers and verdicts are pure functions in
-``pipeline/verdicts.py``, the Markdown is ``pipeline/render.py``'s.
+``pipeline/verdicts.py``, the Markdown and the HTML are ``pipeline/render.py``'s.
 
 Every model it trains is one tracked run (``pipeline/runs.py``); it imports neither mlflow nor
 optuna itself.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,7 +53,14 @@ from pipeline.evaluation import (
 )
 from pipeline.metrics import cliff
 from pipeline.plots import comparison_figure, tutorial_figure
-from pipeline.render import COMPARISON_FIGURE, TUTORIAL_FIGURE, render, summary_table
+from pipeline.render import (
+    COMPARISON_FIGURE,
+    TUTORIAL_FIGURE,
+    document,
+    summary_rows,
+    to_html,
+    to_markdown,
+)
 from pipeline.runs import tracked_fit
 from pipeline.tracking import Tracker
 from pipeline.verdicts import (
@@ -64,6 +74,11 @@ from pipeline.verdicts import (
 log = logging.getLogger(__name__)
 
 
+REPORT_MD = "report.md"
+"""The report on the job run: shown by MLflow's viewer with its version links, its images as
+text."""
+REPORT_HTML = "report.html"
+"""The same report as one page, figures embedded: the viewer shows it in a frame."""
 REPO = Path(__file__).resolve().parents[1]
 """The repository root: relative config paths are also looked up there."""
 
@@ -231,7 +246,7 @@ def _champion_predictions(outcomes: Sequence, tracker: Tracker,
 def job_report(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
                job_run_id: str) -> str:
     """Runs the baselines, seed retrains and the tutorial's protocol, logs them as runs, and
-    logs ``report.md`` and the figures on the job run.
+    logs ``report.md``, the figures and ``report.html`` (the figures embedded) on the job run.
 
     Args:
         cfg: the job's config.
@@ -252,9 +267,11 @@ def job_report(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
     refused = refused_champions(outcomes, baselines["zero"]["val/mse"], cfg)
     for line in refused:
         log.warning("no champion: %s", line)
-    text = render(cfg, cells, baselines, tut, warnings, summary_table(outcomes, cfg), refused)
-    tracker.log_text(job_run_id, text, "report.md")
-    _log_figures(cfg, outcomes, tut, tracker, job_run_id, sets)
+    doc = document(cfg, cells, baselines, tut, warnings, summary_rows(outcomes, cfg), refused)
+    text = to_markdown(doc)
+    tracker.log_text(job_run_id, text, REPORT_MD)
+    figures = _log_figures(cfg, outcomes, tut, tracker, job_run_id, sets)
+    tracker.log_text(job_run_id, to_html(doc, figures), REPORT_HTML)
     return text
 
 
@@ -270,18 +287,32 @@ def _baselines(cfg: ExperimentConfig, tracker: Tracker, job_run_id: str,
 
 
 def _log_figures(cfg: ExperimentConfig, outcomes: Sequence, tut: TutorialResult | None,
-                 tracker: Tracker, job_run_id: str, sets: dict[str, Windows]) -> None:
-    """The champions beside the baselines, and the tutorial's red/blue figure, on the job run."""
+                 tracker: Tracker, job_run_id: str, sets: dict[str, Windows]
+                 ) -> dict[str, bytes]:
+    """The champions beside the baselines, and the tutorial's red/blue figure, on the job run.
+
+    Returns:
+        Each figure's PNG by artifact path, for report.html to embed.
+    """
     preds = _champion_predictions(outcomes, tracker, sets)
-    tracker.log_figure(job_run_id, comparison_figure(
+    figures = {COMPARISON_FIGURE: comparison_figure(
         sets, preds, f"{cfg.study.name}: champions and baselines on the same held-out windows",
-        cfg.tracking.plot_windows), COMPARISON_FIGURE)
-    if tut is None:
-        return
-    ws = tutorial_windows(0, tut.cfg.train.steps)
-    notes = {c: f"train-time cliff {r[0].train_cliff:.3g} (seed {r[0].seed})"
-             for c, r in tut.runs.items()}
-    tracker.log_figure(job_run_id, tutorial_figure(
-        ws, {c: r[0].train_pred for c, r in tut.runs.items()}, notes,
-        "The tutorial's protocol: target (red) and the prediction made during training "
-        "(blue)"), TUTORIAL_FIGURE)
+        cfg.tracking.plot_windows)}
+    if tut is not None:
+        ws = tutorial_windows(0, tut.cfg.train.steps)
+        notes = {c: f"train-time cliff {r[0].train_cliff:.3g} (seed {r[0].seed})"
+                 for c, r in tut.runs.items()}
+        figures[TUTORIAL_FIGURE] = tutorial_figure(
+            ws, {c: r[0].train_pred for c, r in tut.runs.items()}, notes,
+            "The tutorial's protocol: target (red) and the prediction made during training "
+            "(blue)")
+    for path, fig in figures.items():
+        tracker.log_figure(job_run_id, fig, path)
+    return {path: _png(fig) for path, fig in figures.items()}
+
+
+def _png(fig: Any) -> bytes:
+    """The figure as the PNG bytes ``log_figure`` writes (same ``savefig`` defaults)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

@@ -3,6 +3,9 @@ report and its figures are logged on the job run."""
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
+
 
 def test_job_report_is_logged_on_the_job_run(tiny_cfg, tracking_store) -> None:
     from mlflow import MlflowClient
@@ -33,6 +36,13 @@ def test_job_report_is_logged_on_the_job_run(tiny_cfg, tracking_store) -> None:
     for figure in ("report/comparison.png", "report/tutorial.png"):
         assert f"]({figure})" in text
     assert f"(#/models/sin2cos-gru/versions/{outcome.model_version})" in text
+    # The same report as one page, for MLflow's viewer: the logged figures embedded, byte for
+    # byte, and the version linked.
+    page = Path(client.download_artifacts(job, "report.html")).read_text()
+    for figure in ("report/comparison.png", "report/tutorial.png"):
+        png = Path(client.download_artifacts(job, figure)).read_bytes()
+        assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in page
+    assert f'href="#/models/sin2cos-gru/versions/{outcome.model_version}"' in page
     runs = client.search_runs([tracker.experiment_id])
     by_level: dict[str, list] = {}
     for r in runs:

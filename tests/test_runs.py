@@ -22,6 +22,10 @@ def cfg(tiny_cfg):
                              "study.storage": "postgresql://u:s3cret@127.0.0.1/optuna"})
 
 
+def _history(run_id: str, key: str) -> dict[int, float]:
+    return {m.step: m.value for m in MlflowClient().get_metric_history(run_id, key)}
+
+
 def _files(client, run_id, folder):
     return {f.path for f in client.list_artifacts(run_id, folder)}
 
@@ -42,7 +46,16 @@ def test_a_finished_run_holds_params_metrics_plot_checkpoint_and_scores(cfg, tra
     assert run.data.tags["cellstudy.level"] == "seed" and "device" in run.data.tags
     steps = [m.step for m in MlflowClient().get_metric_history(done.run_id, "val/mse")]
     assert steps == [10, 20]
-    assert run.data.metrics["val/mse_best"] == pytest.approx(done.result.best_val)
+    # The values a researcher reads are curves (the UI draws a value logged once as a bar
+    # labelled "0.00"): the best so far at each validation, ending on the run's result.
+    val = _history(done.run_id, "val/mse")
+    best = _history(done.run_id, "val/mse_best")
+    assert list(best) == steps and list(best.values()) == [
+        min(v for s, v in val.items() if s <= step) for step in steps]
+    assert run.data.metrics["val/mse_best"] == done.result.best_val
+    best_step = _history(done.run_id, "val/best_step")
+    assert list(best_step) == steps and best_step[20] == done.result.best_step
+    assert val[done.result.best_step] == done.result.best_val
     assert run.data.metrics["test/mse"] == pytest.approx(done.scores["test/mse"])
     assert PLOT_PATH in _files(MlflowClient(), done.run_id, None)  # top level: compare view
     assert _files(MlflowClient(), done.run_id, "checkpoint")
@@ -65,6 +78,8 @@ def test_a_stopped_run_ends_killed_with_the_plot_it_reached(cfg, tracking_store)
     assert "pruned at step 20" in run.data.tags["pruned_reason"]
     assert PLOT_PATH in _files(MlflowClient(), run_id, None)
     assert [m.step for m in MlflowClient().get_metric_history(run_id, "val/mse")] == [10, 20]
+    # What it had reached, as a finished run says it: the best so far up to where it stopped.
+    assert list(_history(run_id, "val/mse_best")) == [10, 20]
 
 
 def test_a_failing_run_ends_failed_without_the_pruned_tag(cfg, tracking_store):

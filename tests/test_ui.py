@@ -3,12 +3,18 @@ opened in headless Chromium (Debian's package, driven by playwright).
 
 What it checks is what a user relies on: the experiment opens on training runs, the studies are
 listed with their trials nested under them, a trial shows its metrics and its prediction PNG,
-the registered model shows the champion alias, the job run carries report.md.
+its metrics tab opens on curves, the registered model shows the champion alias, the job run
+carries report.md (its version links lead to the registry) and report.html (its figures drawn).
 
 Found in MLflow 3.17.2: the sidebar's GenAI / Model training switch (kept in the browser,
 GenAI by default, or ``?workflowType=machine_learning`` in the URL) decides what an experiment
 opens on; the experiment's ``mlflow.experimentKind`` tag is not read while that switch exists.
-The SPA renders late, so every step waits for an element, never for a fixed time.
+A run's metrics tab draws a metric whose last step is 0 (logged once) as a one-bar chart
+labelled to 2 decimals ("0.00" for 0.000274), any other as a line; its sections (the key up
+to the last '/') come in alphabetical order. The Markdown viewer renders report.md (tables,
+links) but writes its images as text; an .html artifact is shown in a frame sandboxed to
+scripts only, from a blob: URL. The SPA renders late, so every step waits for an element,
+never for a fixed time.
 
     CELLSTUDY_UI_SHOTS=docs pytest tests/test_ui.py                 # also keep the screenshots
     CELLSTUDY_UI_STORE=/tmp/job pytest tests/test_ui.py             # a store a job already filled
@@ -37,6 +43,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-s
 TIMEOUT_MS = 60_000
 """Per element: the first page load compiles a large bundle on a busy 2-core machine."""
 RUN_NAME_CELL = "[role=gridcell][col-id='attributes.`Run Name`']"
+HTML_FRAME = "iframe.mlflow-html-iframe"
+"""The frame the artifact viewer shows an .html artifact in."""
 
 
 @dataclass
@@ -49,6 +57,8 @@ class Store:
     studies: list
     trial: object
     trials: list
+    untested: object
+    """A finished trial that is not its study's best (no test scores), where there is one."""
     registered: str
     alias: str
 
@@ -82,8 +92,10 @@ def _load_store(root: Path) -> Store:
     model = client.search_registered_models()[0]
     alias = next(iter(model.aliases))
     # Finished trials of every study, up to four: what a user selects to compare side by side.
-    finished = [r for r in level("trial") if r.info.status == "FINISHED"][:4]
-    return Store(root, exp.experiment_id, job, studies, trial, finished, model.name, alias)
+    finished = [r for r in level("trial") if r.info.status == "FINISHED"]
+    untested = next((r for r in finished if "test/mse" not in r.data.metrics), finished[0])
+    return Store(root, exp.experiment_id, job, studies, trial, finished[:4], untested,
+                 model.name, alias)
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +244,37 @@ def test_trial_page_shows_metrics_and_prediction_png(page, server: str, store: S
     _shot(page, "ui-trial-artifact.png", tmp_path)
 
 
+CHART_CARDS = """() => [...document.querySelectorAll(
+    '[data-testid=experiment-view-compare-runs-card]')]
+    .map(card => ({title: (card.innerText || '').trim().split('\\n')[0],
+                   kind: card.querySelector('g.trace.bars') ? 'bar'
+                       : card.querySelector('g.trace.scatter') ? 'line' : null,
+                   labels: [...card.querySelectorAll('.bartext')].map(t => t.textContent)}))"""
+"""Each chart card of a metrics tab, in page order: its title (the key's last part), whether
+plotly drew it as bars or a line (null until drawn), and the bars' labels."""
+
+
+def test_trial_metrics_tab_opens_on_curves(page, server: str, store: Store, tmp_path) -> None:
+    """A finished trial's metrics tab: the values a researcher reads (validation, best so far,
+    the step it came at) are lines, none a one-bar chart labelled "0.00"."""
+    run = store.untested
+    page.set_viewport_size({"width": 1400, "height": 1800})  # charts are drawn when in view
+    page.goto(f"{server}/#/experiments/{store.experiment_id}/runs/{run.info.run_id}"
+              "/model-metrics?workflowType=machine_learning")
+    page.wait_for_function(f"""() => {{
+        const drawn = ({CHART_CARDS})().filter(c => c.kind).map(c => c.title);
+        return ['loss', 'mse', 'mse_best', 'best_step'].every(t => drawn.includes(t)); }}""",
+                           timeout=TIMEOUT_MS)
+    _close_assistant(page)
+    cards = page.evaluate(CHART_CARDS)
+    kinds = {c["title"]: c["kind"] for c in cards}
+    assert kinds["mse_best"] == kinds["best_step"] == kinds["mse"] == kinds["loss"] == "line"
+    assert "0.00" not in [label for c in cards for label in c["labels"]]
+    if "test/mse" not in run.data.metrics:  # a tested trial opens on its test scores' bars
+        assert (cards[0]["title"], cards[0]["kind"]) == ("loss", "line")
+    page.screenshot(path=str(tmp_path / "ui-trial-metrics.png"))
+
+
 def test_trial_comparison_shows_searched_params_and_prediction_plots(
         page, server: str, store: Store, tmp_path) -> None:
     """Selecting a study's finished trials and comparing them: the searched params are columns
@@ -265,12 +308,42 @@ def test_registered_model_shows_champion_alias(page, server: str, store: Store,
     _shot(page, "ui-model.png", tmp_path)
 
 
+def _artifacts(page, server: str, store: Store, name: str) -> None:
+    """Opens the job run's artifact ``name``."""
+    page.goto(f"{server}/#/experiments/{store.experiment_id}/runs/{store.job.info.run_id}"
+              "/artifacts?workflowType=machine_learning")
+    page.get_by_text(name, exact=True).first.click()
+
+
 def test_job_run_shows_report(page, server: str, store: Store, tmp_path) -> None:
-    run = store.job.info
-    page.goto(f"{server}/#/experiments/{store.experiment_id}/runs/{run.run_id}/artifacts"
-              "?workflowType=machine_learning")
-    page.get_by_text("report.md", exact=True).first.click()
+    """report.md is rendered, and its version links lead to the registry's version page."""
+    _artifacts(page, server, store, "report.md")
     page.get_by_text("Differences between cells").first.wait_for()
     page.get_by_text("The tutorial's claims").first.wait_for()
     _close_assistant(page)
+    link = page.locator("a[href^='#/models/']").first
+    route = link.get_attribute("href")
+    link.click()
+    page.get_by_text(f"Version {route.rsplit('/', 1)[1]}").first.wait_for()
+    assert page.url.endswith(route)
+
+
+def test_job_run_shows_report_html_with_its_figures(page, server: str, store: Store,
+                                                    tmp_path) -> None:
+    """report.html, in the viewer's frame: its figures drawn (data URIs; report.md's images
+    are text there) and its versions linked to the registry page of the UI that shows it."""
+    _artifacts(page, server, store, "report.html")
+    page.frame_locator(HTML_FRAME).get_by_text("Differences between cells").first.wait_for()
+    _close_assistant(page)
+    frame = next(f for f in page.frames if f.url.startswith("blob:"))
+    figures = frame.locator("figure img").count()
+    assert figures == 2  # the comparison and the tutorial's red/blue figure
+    frame.wait_for_function("""n => [...document.querySelectorAll('figure img')].filter(
+        im => im.complete && im.naturalWidth > 300).length === n""", arg=figures,
+                            timeout=TIMEOUT_MS)
+    links = frame.locator("a[href*='#/models/']")
+    hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
+    assert hrefs and all(h.startswith(f"{server}/#/models/sin2cos-") for h in hrefs), hrefs
     _shot(page, "ui-report.png", tmp_path)
+    page.goto(hrefs[0])  # where the link leads (a click cannot leave the sandboxed frame)
+    page.get_by_text(f"Version {hrefs[0].rsplit('/', 1)[1]}").first.wait_for()
