@@ -6,17 +6,20 @@
 #   3. the CUDA-trained champion loaded and run on the CPU (no GPU visible),
 #   4. time per training step: CPU vs CUDA eager vs CUDA graph (bench/steps.py),
 #   5. issue 8's GPU goals (bench/gpu_speed.py, about 6 minutes): the default main job with
-#      --workers auto on CUDA (<= 20 s), trials/s with 1/2/4/8 CUDA workers (what auto should
-#      pick), a default trial on CUDA vs this host's CPU with its bookkeeping (>= 5x), and
+#      --workers auto on CUDA (<= 20 s), trials/s with 1-16 CUDA workers and 16 CPU workers
+#      (what auto should pick), a default trial on CUDA vs this host's CPU with its bookkeeping (>= 5x), and
 #      peer_speedup on CUDA (>= 5x).
-# Results go to $OUT/gpu_check.json (or bench/gpu_check.json), logs beside it. Each part is
+# Results go to $OUT/gpu_check.json (or bench/gpu_check.json), the logs to gpu_check_logs.tgz
+# beside it (refreshed after each part; a lease returns only a few files). Each part is
 # timed out on its own and its failure is recorded, so one broken part does not hide the rest.
 #
-#   bash bench/gpu_check.sh            # from the repository root: parts 1-5
-#   bash bench/gpu_check.sh checks     # parts 1-4 only (about 8 minutes)
-#   bash bench/gpu_check.sh speed      # part 5 only
+#   bash bench/gpu_check.sh                         # from the repository root: parts 1-5
+#   bash bench/gpu_check.sh checks                  # parts 1-4 only (about 8 minutes)
+#   bash bench/gpu_check.sh speed tests_cuda study  # the parts named, in that order (tests_cuda,
+#                                                   # tests_fast, study, steps, speed)
+# In a short lease, name what matters most first: a part cut off leaves the ones before it.
 # On the CPU it runs every part that does not need a GPU and says what it skipped.
-if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD; fi
+if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD; fi
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PYTHONPATH:-$PWD}"
@@ -25,6 +28,8 @@ PY=${PYTHON:-python3}
 DEST=${OUT:-bench}
 mkdir -p "$DEST"
 TMP=$(mktemp -d)
+LOGS=$TMP/logs
+mkdir -p "$LOGS"
 trap 'rm -rf "$TMP"' EXIT
 export MLFLOW_TRACKING_URI="sqlite:///$TMP/mlflow.db" PYTHONUNBUFFERED=1
 unset MLFLOW_RUN_ID
@@ -34,14 +39,15 @@ part() {  # part NAME SECONDS COMMAND... : runs with a timeout, logs, records th
   local name=$1 limit=$2; shift 2
   echo "== $name (limit ${limit}s)"
   local start=$SECONDS
-  timeout "$limit" "$@" >"$DEST/gpu_check_$name.log" 2>&1
+  timeout "$limit" "$@" >"$LOGS/gpu_check_$name.log" 2>&1
   local rc=$?
   STATUS[$name]="rc=$rc seconds=$((SECONDS - start))"
   echo "   ${STATUS[$name]}; last lines:"
-  tail -n 5 "$DEST/gpu_check_$name.log" | sed 's/^/   | /'
+  tail -n 5 "$LOGS/gpu_check_$name.log" | sed 's/^/   | /'
+  tar czf "$DEST/gpu_check_logs.tgz" -C "$TMP" logs
 }
 
-$PY - <<'EOF' >"$DEST/gpu_check_env.log" 2>&1
+$PY - <<'EOF' >"$LOGS/gpu_check_env.log" 2>&1
 import importlib, platform
 import torch
 print("python", platform.python_version(), "torch", torch.__version__,
@@ -54,90 +60,70 @@ for mod in ("numpy", "yaml", "matplotlib", "mlflow", "optuna", "pytest", "psutil
     except Exception as err:  # noqa: BLE001
         print(mod, "MISSING", type(err).__name__, err)
 EOF
-cat "$DEST/gpu_check_env.log"
+cat "$LOGS/gpu_check_env.log"
 CUDA=$($PY -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
 HAVE_MLFLOW=$($PY -c "import mlflow, optuna" >/dev/null 2>&1 && echo 1 || echo 0)
 
-MODE=${1:-all}
-if [ "$MODE" != speed ]; then
-# 1. Tests on CUDA: the CUDA cases first, then the rest of the fast suite.
-part tests_cuda 120 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
-if [ "$HAVE_MLFLOW" = 1 ]; then
-  part tests_fast 120 $PY -m pytest -q -x -p no:cacheprovider -m "not slow" \
-    tests/test_train.py tests/test_model.py tests/test_data.py tests/test_tuning.py
-else
-  STATUS[tests_fast]="skipped: mlflow/optuna not importable"
-fi
+PARTS=("$@")
+[ ${#PARTS[@]} = 0 ] && PARTS=(all)
+[ "${PARTS[*]}" = all ] && PARTS=(tests_cuda tests_fast study steps speed)
+[ "${PARTS[*]}" = checks ] && PARTS=(tests_cuda tests_fast study steps)
+DEVICE=$([ "$CUDA" = 1 ] && echo cuda || echo cpu)
 
-# 2 + 3. A short study on CUDA, then its champion on the CPU.
-if [ "$HAVE_MLFLOW" = 1 ]; then
-  DEVICE=$([ "$CUDA" = 1 ] && echo cuda || echo cpu)
-  # The study trains for seconds: sample system metrics every second, not MLflow's 10 s.
-  part study 90 env MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL=1 $PY -m pipeline -q tune --config experiments/smoke.yaml --cells lstm \
-    --device "$DEVICE" --storage "sqlite:///$TMP/optuna.db" --set study.n_trials=3 \
-    --set train.steps=100 --set train.eval_every=20
-  part champion_on_cpu 45 env CUDA_VISIBLE_DEVICES= $PY - <<'EOF'
-import json, numpy as np, mlflow, torch
-from mlflow import MlflowClient
-assert not torch.cuda.is_available()
-client = MlflowClient()
-trials = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                            "tags.`cellstudy.level` = 'trial'")
-studies = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                             "tags.`cellstudy.level` = 'study'")
-model = mlflow.pyfunc.load_model("models:/sin2cos-lstm@champion")
-x = np.sin(np.linspace(0, 6, 40, dtype=np.float32))[None, :, None]
-y = np.asarray(model.predict(x))
-print(json.dumps({
-    "trial_devices": sorted({r.data.tags.get("device") for r in trials}),
-    "gpu_system_metrics": sorted(k for r in studies for k in r.data.metrics
-                                 if k.startswith("system/gpu")),
-    "champion_predicts_on_cpu": bool(y.shape == x.shape and np.isfinite(y).all()),
-    "champion_mse_vs_cos": float(np.mean((y[0, 3:, 0] - np.cos(np.linspace(0, 6, 40))[3:]) ** 2)),
-}))
-EOF
-else
-  STATUS[study]="skipped: mlflow/optuna not importable"
-  STATUS[champion_on_cpu]="skipped: mlflow/optuna not importable"
-fi
-
-# 4. Time per training step on each device and path.
-part steps 90 $PY - <<EOF
+run_part() {
+  case $1 in
+  tests_cuda)  # 1. Tests on CUDA: graphs, fused Adam, CUDA vs CPU, out of memory.
+    part tests_cuda 60 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py ;;
+  tests_fast)  # 1b. The rest of the fast suite with the GPU visible.
+    if [ "$HAVE_MLFLOW" = 1 ]; then
+      part tests_fast 120 $PY -m pytest -q -x -p no:cacheprovider -m "not slow" \
+        tests/test_train.py tests/test_model.py tests/test_data.py tests/test_tuning.py
+    else STATUS[tests_fast]="skipped: mlflow/optuna not importable"; fi ;;
+  study)  # 2 + 3. A short study on CUDA, then its champion on the CPU.
+    if [ "$HAVE_MLFLOW" = 1 ]; then
+      # The study trains for seconds: sample system metrics every second, not MLflow's 10 s.
+      part study 60 env MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL=1 $PY -m pipeline -q tune \
+        --config experiments/smoke.yaml --cells lstm --device "$DEVICE" \
+        --storage "sqlite:///$TMP/optuna.db" --set study.n_trials=3 \
+        --set train.steps=100 --set train.eval_every=20
+      part champion_on_cpu 30 env CUDA_VISIBLE_DEVICES= $PY bench/gpu_champion.py
+    else
+      STATUS[study]="skipped: mlflow/optuna not importable"
+      STATUS[champion_on_cpu]="skipped: mlflow/optuna not importable"
+    fi ;;
+  steps)  # 4. Time per training step on each device and path.
+    part steps 90 $PY -c "
 import json, sys
-sys.path.insert(0, "bench")
+sys.path.insert(0, 'bench')
 import torch
 torch.set_num_threads(1)
 import steps
-out = {"device_steps": steps.device_steps(100, 5)}
-with open("$DEST/gpu_steps.json", "w") as f:
-    json.dump(out, f, indent=2)
-print(json.dumps(out, indent=2))
-EOF
+out = {'device_steps': steps.device_steps(100, 5)}
+json.dump(out, open('$DEST/gpu_steps.json', 'w'), indent=2)
+print(json.dumps(out, indent=2))" ;;
+  speed)  # 5. Issue 8's GPU goals, each a whole job on fresh stores.
+    if [ "$CUDA" = 1 ] && [ "$HAVE_MLFLOW" = 1 ]; then
+      part speed_main_job 150 $PY bench/gpu_speed.py main_job
+      part speed_workers 150 $PY bench/gpu_speed.py workers
+      part speed_trial 90 $PY bench/gpu_speed.py trial
+      part speed_peer 80 $PY bench/gpu_speed.py peer
+    else STATUS[speed]="skipped: needs CUDA, mlflow and optuna"; fi ;;
+  *) echo "unknown part $1 (tests_cuda, tests_fast, study, steps, speed; all; checks)"; exit 2 ;;
+  esac
+}
+for p in "${PARTS[@]}"; do run_part "$p"; done
 
-fi  # parts 1-4
-
-# 5. Issue 8's GPU goals, each part a whole job on fresh stores.
-if [ "$MODE" != checks ]; then
-  if [ "$CUDA" = 1 ] && [ "$HAVE_MLFLOW" = 1 ]; then
-    for p in main_job trial peer workers; do
-      part "speed_$p" 240 $PY bench/gpu_speed.py "$p"
-    done
-  else
-    STATUS[speed]="skipped: needs CUDA, mlflow and optuna"
-  fi
-fi
-
-$PY - "$DEST" <<EOF
+$PY - "$DEST" "$LOGS" <<EOF
 import json, os, sys
-dest = sys.argv[1]
+dest, logs = sys.argv[1], sys.argv[2]
 status = {$(for k in "${!STATUS[@]}"; do printf '"%s": "%s", ' "$k" "${STATUS[$k]}"; done)}
-out = {"status": status, "env": open(os.path.join(dest, "gpu_check_env.log")).read().splitlines()}
+out = {"status": status, "env": open(os.path.join(logs, "gpu_check_env.log")).read().splitlines()}
 for name in ("gpu_steps.json", *(f"gpu_speed_{p}.json" for p in
                                  ("main_job", "trial", "peer", "workers"))):
     path = os.path.join(dest, name)
     if os.path.exists(path):
         out[name[:-5]] = json.load(open(path))
-log = os.path.join(dest, "gpu_check_champion_on_cpu.log")
+log = os.path.join(logs, "gpu_check_champion_on_cpu.log")
 if os.path.exists(log):
     lines = [l for l in open(log).read().splitlines() if l.startswith("{")]
     out["champion_on_cpu"] = json.loads(lines[-1]) if lines else None
