@@ -214,7 +214,8 @@ class Objective:
         tags = {"optuna.trial_number": str(trial.number), "optuna.study": trial.study.study_name,
                 "cell": self.cell, "cellstudy.level": "trial"}
         # interrupts.callback last: a signal stops training after the pruner's report.
-        pruning = _pruning(trial, cfg.study.pruner_warmup_steps)
+        pruning = _pruning(trial, cfg.study.pruner_warmup_steps, cfg.study.report_every,
+                           cfg.train.steps)
         try:
             done = tracked_fit(
                 self.tracker, cfg, f"{self.cell}-trial-{trial.number}", val=self.val,
@@ -240,10 +241,11 @@ def _describe(params: dict[str, Any]) -> str:
     return " ".join(f"{path}={value:.3g}" for path, value in params.items())
 
 
-def _pruning(trial: optuna.Trial,
-             warmup_steps: int = 0) -> Callable[[int, dict[str, float]], None]:
+def _pruning(trial: optuna.Trial, warmup_steps: int = 0, report_every: int = 0,
+             last_step: int = 0) -> Callable[[int, dict[str, float]], None]:
     """A training callback that reports the best-so-far validation MSE (the value the trial
-    is scored by) and raises TrialPruned when the pruner says so.
+    is scored by) every ``report_every`` steps and at ``last_step`` (at every validation when
+    0), and raises TrialPruned when the pruner says so.
 
     Before ``warmup_steps`` the median pruner never prunes, yet ``should_prune`` would still
     read every trial back from the storage: it is not asked."""
@@ -252,6 +254,8 @@ def _pruning(trial: optuna.Trial,
     def callback(step: int, metrics: dict[str, float]) -> None:
         nonlocal best
         best = min(best, metrics["val/mse"])
+        if report_every and step % report_every and step != last_step:
+            return  # the run's metrics have this validation; the study does not need it
         trial.report(best, step)
         if step >= warmup_steps and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} with val/mse_best {best:.3g}")

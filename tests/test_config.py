@@ -140,3 +140,14 @@ def test_a_trials_params_rebuild_its_config():
 def test_schedule_fields_are_checked(overrides, message):
     with pytest.raises(ConfigError, match=message):
         ExperimentConfig().replace(overrides)
+
+
+@pytest.mark.parametrize("path, dist", [
+    ("train.lr", {"low": -1.0, "high": 0.1}),
+    ("model.hidden_size", {"low": 0, "high": 64, "type": "int"}),
+    ("train.steps", {"low": 0, "high": 100, "type": "int"}),
+])
+def test_a_searched_range_must_hold_values_the_field_accepts(path, dist):
+    """Caught when the config loads, not by the first trial that draws the bad end."""
+    with pytest.raises(ValueError, match=f"study.space.{path}: .* outside what the field"):
+        load_config(ROOT / "experiments" / "smoke.yaml", {"study.space": {path: dist}})

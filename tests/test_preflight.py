@@ -62,9 +62,27 @@ def bad_scalar(tp: typing.Any) -> st.SearchStrategy:
     raise AssertionError(f"no strategy for {tp!r}: extend bad_value")  # a new kind of field
 
 
+def bad_space() -> st.SearchStrategy:
+    """Search spaces ``study.space`` must refuse: empty, an unknown or non-numeric path, a
+    range that is empty, not finite or negative, a float range on an int field."""
+    good = {"low": 0.001, "high": 0.1, "log": True}
+    return st.one_of(
+        st.just({}),
+        st.sampled_from(["model.nope", "model.cell", "data.protocol", "study.name"]).map(
+            lambda path: {path: good}),
+        st.tuples(NOT_FINITE | st.floats(max_value=-1e-9, allow_nan=False,
+                                         allow_infinity=False), st.just(0.1)).map(
+            lambda lh: {"train.lr": {"low": lh[0], "high": lh[1]}}),
+        st.just({"train.lr": {"low": 0.1, "high": 0.01}}),
+        st.just({"model.hidden_size": {"low": 8.5, "high": 64, "type": "float"}}),
+    )
+
+
 def bad_value(tp: typing.Any) -> st.SearchStrategy:
     """A strategy of values the field of type ``tp`` must refuse."""
     args = typing.get_args(tp)
+    if typing.get_origin(tp) is dict:  # study.space: the one mapping among the fields
+        return bad_space()
     if typing.get_origin(tp) is not tuple:
         return bad_scalar(tp)
     if len(args) == 2 and args[1] is Ellipsis:

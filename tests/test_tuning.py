@@ -280,6 +280,34 @@ def test_any_numeric_field_can_be_searched(tiny_cfg, tracker, tmp_path):
     assert champion.model.num_layers == outcome.best_params["model.num_layers"]
 
 
+
+@pytest.mark.parametrize("report_every, steps, reported", [
+    (0, 40, [10, 20, 30, 40]),   # every validation
+    (20, 40, [20, 40]),
+    (20, 50, [20, 40, 50]),      # and always the last step: the study's final value
+])
+def test_trials_report_to_optuna_every_report_every_steps(tiny_cfg, tracker, tmp_path,
+                                                          report_every, steps, reported):
+    """Optuna gets the best-so-far at ``study.report_every`` steps; the run's MLflow curve
+    still has every validation."""
+    cfg = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/optuna.db",
+                            "study.n_trials": 1, "study.report_every": report_every,
+                            "train.steps": steps, "train.eval_every": 10})
+    job, _ = tracker.job_run_id("job")
+    _study(cfg, tracker, "rnn", job)
+    trial = tuning.open_study(cfg, "rnn").trials[0]
+    assert sorted(trial.intermediate_values) == reported
+    assert trial.intermediate_values[steps] == pytest.approx(trial.value)
+    history = MlflowClient().get_metric_history(trial.user_attrs["mlflow_run_id"], "val/mse")
+    assert [m.step for m in history] == list(range(10, steps + 1, 10))
+
+
+@pytest.mark.parametrize("value", [-20, 15])
+def test_report_every_must_be_a_multiple_of_the_validation_interval(tiny_cfg, value):
+    with pytest.raises(ValueError, match="study.report_every"):
+        tiny_cfg.replace({"study.report_every": value, "train.eval_every": 10})
+
+
 class _Quick:
     """An objective of no cost, for the claim protocol alone: records what it was asked."""
 
