@@ -1,6 +1,11 @@
 """The CUDA-trained champion of bench/gpu_check.sh's study, loaded and run with no GPU visible."""
-import json, numpy as np, mlflow, torch
+import json
+
+import mlflow
+import numpy as np
+import torch
 from mlflow import MlflowClient
+
 assert not torch.cuda.is_available()
 client = MlflowClient()
 trials = client.search_runs([e.experiment_id for e in client.search_experiments()],
