@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                            f"{workers.CUDA_WORKERS_PER_GPU} per card on CUDA (default: 1)")
     tune.add_argument(workers.WORKER_FLAG, dest="worker_index", type=int,
                       help=argparse.SUPPRESS)
+    tune.add_argument(workers.COUNT_FLAG, dest="worker_count", type=int, default=1,
+                      help=argparse.SUPPRESS)
 
     train = sub.add_parser("train", help="one tracked training run at a given hidden size and lr")
     _add_common(train)
@@ -245,7 +247,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
                 outcomes.append(tuning.run_study(cfg, cell, tracker, job_run, storage))
         interrupts.check()  # a signal received during the last study's wrap-up
         if args.worker_index is not None:
-            return 0  # the parent writes the summary and the report
+            # The report's seed retrains, shared out; the parent writes the summary and the
+            # report, and finds them done.
+            from pipeline.report import share_seed_runs
+
+            share_seed_runs(cfg, outcomes, tracker, args.worker_index, args.worker_count)
+            return 0
         table = summary_table(outcomes, cfg)
         tracker.log_text(job_run, table, "summary.md")
         # Baselines, seed retrains of each champion, the tutorial's claims: report.md; written

@@ -108,14 +108,49 @@ def _seed_run(tracker: Tracker, cfg: ExperimentConfig, seed: int, parent: str,
               sets: dict[str, Windows], val: Windows, base: ExperimentConfig) -> SeedRun:
     """One retrain of a champion configuration with weight seed ``seed``, a tracked run
     (stepped metrics, prediction plot, test scores) nested under the study run; its params
-    are what differs from the job's config ``base``."""
+    are what differs from the job's config ``base``. Trained once: a FINISHED run of the same
+    config under the same study run (a worker's, or an interrupted report's) is read back."""
     cfg = cfg.replace({"train.seed": seed})
-    cell = cfg.model.cell
-    done = tracked_fit(tracker, cfg, f"{cell}-seed-{seed}", val=val, parent_run_id=parent,
-                       tags={"cellstudy.level": "seed", "cell": cell},
+    cell, name = cfg.model.cell, f"{cfg.model.cell}-seed-{seed}"
+    key = _key(name, "seed", cfg)
+    found = tracker.finished_run(parent, key)
+    if found:
+        metrics, tags = tracker.metrics_and_tags(found)
+        return SeedRun(seed, metrics["val/mse_best"],
+                       {k: v for k, v in metrics.items() if k.startswith("test/")},
+                       metrics["train/seconds"], tags["device"], int(metrics["val/best_step"]))
+    interrupts.check()  # between the report's runs: a safe point
+    done = tracked_fit(tracker, cfg, name, val=val, parent_run_id=parent,
+                       tags={"cellstudy.level": "seed", "cell": cell, "cellstudy.key": key},
                        callbacks=[interrupts.callback], test_sets=sets, base=base)
     return SeedRun(seed, done.result.best_val, done.scores, done.result.seconds,
                    done.result.device, done.result.best_step)
+
+
+def share_seed_runs(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker, index: int,
+                    count: int) -> None:
+    """In worker ``index`` of ``count``, once its studies are done: trains its share of the
+    report's seed retrains (every ``count``-th), so that N workers train them side by side
+    instead of the one process that writes the report training them all in a row; the report
+    then reads them back (``_seed_run``)."""
+    sets, val = held_out_sets(cfg), validation_set(cfg.data)
+    # The config's cell order, not this worker's (each starts at another cell): every worker
+    # must count the same list for the shares to add up.
+    ordered = sorted(outcomes, key=lambda o: cfg.study.cells.index(o.cell))
+    for i, (ccfg, seed, parent) in enumerate(_seed_tasks(cfg, ordered)):
+        if i % count == index:
+            _seed_run(tracker, ccfg, seed, parent, sets, val, cfg)
+
+
+def _seed_tasks(cfg: ExperimentConfig, outcomes: Sequence
+                ) -> list[tuple[ExperimentConfig, int, str]]:
+    """The report's seed retrains: (champion config, seed, study run) for every cell."""
+    return [(cfg.replace({"model.cell": o.cell, **o.best_params}), s, o.study_run_id)
+            for o in outcomes if o.best_trial is not None for s in _seeds(cfg)]
+
+
+def _seeds(cfg: ExperimentConfig) -> list[int]:
+    return [cfg.train.seed + i for i in range(1, cfg.report.seeds + 1)]
 
 
 def _log_summary(tracker: Tracker, name: str, parent: str, level: str, cell: str,
@@ -140,8 +175,7 @@ def _once(tracker: Tracker, name: str, parent: str, tags: dict[str, str], key: A
     Returns:
         The run's id, the earlier one where it was found.
     """
-    digest = hashlib.sha256(repr((name, tags.get("cellstudy.level"), key)).encode())
-    key = digest.hexdigest()[:32]
+    key = _key(name, tags.get("cellstudy.level"), key)
     done = tracker.finished_run(parent, key)
     if done:
         return done
@@ -151,10 +185,15 @@ def _once(tracker: Tracker, name: str, parent: str, tags: dict[str, str], key: A
     return run_id
 
 
+def _key(name: str, level: str | None, depends_on: Any) -> str:
+    """The ``cellstudy.key`` tag of a report run: what its numbers depend on, hashed."""
+    return hashlib.sha256(repr((name, level, depends_on)).encode()).hexdigest()[:32]
+
+
 def _cell_results(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
                   sets: dict[str, Windows]) -> list[CellResult]:
     val = validation_set(cfg.data)
-    seeds = [cfg.train.seed + i for i in range(1, cfg.report.seeds + 1)]
+    seeds = _seeds(cfg)
     cells = []
     for o in outcomes:
         if o.best_trial is None:

@@ -166,6 +166,11 @@ class Tracker:
         self._client.set_tag(run_id, "failure_reason", reason)
         self._client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
 
+    def metrics_and_tags(self, run_id: str) -> tuple[dict[str, float], dict[str, str]]:
+        """A run's latest metrics and its tags."""
+        data = self._client.get_run(run_id).data
+        return dict(data.metrics), dict(data.tags)
+
     def scores(self, run_id: str, prefix: str = "test/") -> dict[str, float]:
         """The run's latest metrics whose names start with ``prefix`` (its test scores)."""
         metrics = self._client.get_run(run_id).data.metrics

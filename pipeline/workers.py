@@ -33,6 +33,8 @@ AUTO = "auto"
 WORKER_FLAG = "--worker-index"
 """Hidden flag the parent gives each worker: its index (which cell it starts at) and the sign
 that a parent owns the job run, the display and the report."""
+COUNT_FLAG = "--worker-count"
+"""Hidden flag: how many workers there are (each trains its share of the report's seeds)."""
 CUDA_WORKERS_PER_GPU = 4
 """Workers per CUDA card for ``auto``. A default trial's graphed step is ~0.1 ms, so a lone
 process leaves the card idle while it does its bookkeeping (store writes, figures, checkpoint);
@@ -250,7 +252,8 @@ class Pool:
     """
 
     def __init__(self, argv: Sequence[str], n: int) -> None:
-        self.workers = [_Worker(i, worker_argv(argv, i)) for i in range(n)]
+        self.workers = [_Worker(i, [*worker_argv(argv, i), COUNT_FLAG, str(n)])
+                        for i in range(n)]
 
     def run(self, job_run_id: str, progress: Progress) -> None:
         """Lets the workers go and supervises them to the end.

@@ -110,9 +110,9 @@ def test_quiet_progress_prints_nothing(capsys):
 
 @pytest.mark.slow
 def test_two_workers_on_fresh_stores_do_the_job_exactly_once(tmp_path):
-    done = subprocess.run(_tune(tmp_path, "--workers", "2"), cwd=tmp_path,
-                          env=subprocess_env(tmp_path), capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(_tune(tmp_path, "--workers", "2", "--set", "report.seeds=2"),
+                          cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     for cell, study in _studies(tmp_path).items():
         assert len(study.trials) == 3, f"{cell}: exactly the configured trials, none over"
@@ -121,6 +121,17 @@ def test_two_workers_on_fresh_stores_do_the_job_exactly_once(tmp_path):
     levels = Counter(level for level, _ in runs)
     assert levels["job"] == 1 and levels["study"] == len(CELLS) and levels["trial"] == 9
     assert levels["seeds"] == len(CELLS), "the report's retrains ran once, not once per worker"
+    assert levels["seed"] == 2 * len(CELLS), "each seed retrain once, by one worker"
+    with sqlite3.connect(tmp_path / "mlflow.db") as conn:
+        starts = dict(conn.execute(
+            "SELECT t.value, MIN(r.start_time) FROM runs r JOIN tags t ON t.run_uuid = "
+            "r.run_uuid AND t.key = 'cellstudy.level' GROUP BY t.value").fetchall())
+        seed_workers = conn.execute(
+            "SELECT COUNT(DISTINCT t.value) FROM runs r JOIN tags l ON l.run_uuid = r.run_uuid"
+            " AND l.key = 'cellstudy.level' AND l.value = 'seed' JOIN tags t ON t.run_uuid ="
+            " r.run_uuid AND t.key = 'cellstudy.worker'").fetchone()[0]
+    assert starts["seed"] < starts["baseline"], "the workers retrained before the report"
+    assert seed_workers == 2, "both workers trained their share of the seeds"
     assert not [r for r in runs if r[1] == "RUNNING"], runs
     assert done.stdout.count("## ") >= 1 and "already written" not in done.stdout
     assert "worker 0" not in done.stdout, "workers print nothing; the parent prints the report"
