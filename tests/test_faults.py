@@ -11,7 +11,7 @@ import time
 
 import optuna
 import pytest
-from conftest import ROOT, copy_store, subprocess_env
+from conftest import ROOT, copy_store, reaped, subprocess_env
 from mlflow import MlflowClient
 
 from pipeline import tuning
@@ -57,6 +57,22 @@ def _statuses(db) -> dict[str, list[str]]:
     return out
 
 
+def _tune_job(tmp_path, empty_store, report_seeds: int) -> tuple[list[str], dict[str, str]]:
+    """A ``tune`` of two rnn trials on stores in ``tmp_path`` (the migrated empty tracking store
+    copied there, so the worker need not migrate one first): its argv and environment.
+
+    Args:
+        tmp_path: the job's folder, its working directory.
+        empty_store: the session's migrated empty MLflow database (``_empty_store``).
+        report_seeds: how many seeds the job report retrains; it runs no tutorial seeds.
+    """
+    copy_store(empty_store, tmp_path)
+    args = [sys.executable, "-m", "pipeline", "-q", "tune", "--config", SMOKE, "--cells", "rnn",
+            "--n-trials", "2", "--storage", f"sqlite:///{tmp_path / 'optuna.db'}",
+            "--set", f"report.seeds={report_seeds}", "--set", "report.tutorial_seeds=0"]
+    return args, subprocess_env(tmp_path)
+
+
 def _running_trials(db) -> int:
     if not db.exists():
         return 0
@@ -76,16 +92,12 @@ def test_interrupt_mid_study_ends_runs_killed_and_resumes(signum, tmp_path, _emp
     the worker within seconds."""
     import random
 
-    copy_store(_empty_store, tmp_path)  # the worker need not migrate a new store first
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     # The report's retrains and tutorial runs are not what is tested: one seed, no tutorial.
-    args = [sys.executable, "-m", "pipeline", "-q", "tune", "--config", SMOKE, "--cells", "rnn",
-            "--n-trials", "2", "--storage", storage,
-            "--set", "report.seeds=1", "--set", "report.tutorial_seeds=0"]
-    env = subprocess_env(tmp_path)
+    args, env = _tune_job(tmp_path, _empty_store, report_seeds=1)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     proc = subprocess.Popen([*args, "--set", "train.steps=100000"], cwd=tmp_path, env=env,
                             stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(proc):  # never leave a worker behind, even when the test fails
         deadline = time.monotonic() + 120
         while _running_trials(tmp_path / "optuna.db") == 0 and time.monotonic() < deadline:
             time.sleep(0.3)
@@ -93,10 +105,6 @@ def test_interrupt_mid_study_ends_runs_killed_and_resumes(signum, tmp_path, _emp
         time.sleep(delay)
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:  # never leave a worker behind, even when the test fails
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 128 + signum, f"signal {delay:.2f} s into the trial: {err}"
     assert "Traceback" not in err and "interrupted" in err
 
@@ -178,14 +186,10 @@ def test_sigterm_mid_report_kills_its_runs_and_a_rerun_logs_nothing_twice(tmp_pa
                                                                           _empty_store):
     """Before: SIGTERM during the job report was ignored, the job ended FINISHED with exit 0.
     Now the report's training has safe points; a rerun reuses the report runs that finished."""
-    copy_store(_empty_store, tmp_path)
-    args = [sys.executable, "-m", "pipeline", "-q", "tune", "--config", SMOKE, "--cells", "rnn",
-            "--n-trials", "2", "--storage", f"sqlite:///{tmp_path / 'optuna.db'}",
-            "--set", "report.seeds=40", "--set", "report.tutorial_seeds=0"]
-    env = subprocess_env(tmp_path)
+    args, env = _tune_job(tmp_path, _empty_store, report_seeds=40)
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
-    try:
+    with reaped(proc):
         deadline = time.monotonic() + 180
         # The baselines are the report's first runs: once they are FINISHED, it retrains.
         while (_levels(tmp_path / "mlflow.db").get("baseline", []).count("FINISHED") < 2
@@ -196,10 +200,6 @@ def test_sigterm_mid_report_kills_its_runs_and_a_rerun_logs_nothing_twice(tmp_pa
         sent = time.monotonic()
         _, err = proc.communicate(timeout=60)
         stopped_in = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 143, err
     assert stopped_in < 15 and "Traceback" not in err
     statuses = _statuses(tmp_path / "mlflow.db")
@@ -225,17 +225,13 @@ def test_runs_of_a_killed_worker_end_failed_on_the_next_start(tmp_path, _empty_s
     env = subprocess_env(tmp_path)
     proc = subprocess.Popen([*args, "--set", "train.steps=100000"], cwd=tmp_path, env=env,
                             stderr=subprocess.DEVNULL)
-    try:
+    with reaped(proc):
         deadline = time.monotonic() + 120
         while _levels(tmp_path / "mlflow.db").get("train") != ["RUNNING"]:
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.3)
         proc.kill()
         proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert _statuses(tmp_path / "mlflow.db")["train"] == ["RUNNING"]
     done = subprocess.run([*args, "--set", "train.steps=10", "--set", "train.eval_every=5"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
@@ -272,12 +268,8 @@ def test_tracking_server_dying_mid_job_is_one_masked_line_within_30_s(tmp_path):
             proc.kill()
             raise
     stopped = time.monotonic()  # the server is gone: its process group was stopped
-    try:
+    with reaped(proc):
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert time.monotonic() - stopped < 30
     assert proc.returncode == 1, err
     assert "Traceback" not in err and secret not in out + err
@@ -300,24 +292,16 @@ def _study_tagged_best(db) -> bool:
 def test_sigterm_during_a_study_wrap_up_lets_it_finish_then_stops(tmp_path, _empty_store):
     """The wrap-up (test once, plots, register) is not cut in half: it finishes, then the job
     stops with 143 before its report, and the rerun completes without registering again."""
-    copy_store(_empty_store, tmp_path)
-    args = [sys.executable, "-m", "pipeline", "-q", "tune", "--config", SMOKE, "--cells", "rnn",
-            "--n-trials", "2", "--storage", f"sqlite:///{tmp_path / 'optuna.db'}",
-            "--set", "report.seeds=1", "--set", "report.tutorial_seeds=0"]
-    env = subprocess_env(tmp_path)
+    args, env = _tune_job(tmp_path, _empty_store, report_seeds=1)
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(proc):
         deadline = time.monotonic() + 180
         while not _study_tagged_best(tmp_path / "mlflow.db"):  # the wrap-up has begun
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     statuses = _statuses(tmp_path / "mlflow.db")

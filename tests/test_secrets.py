@@ -37,6 +37,16 @@ def _run(args: list[str], tmp_path: Path, **env: str) -> tuple[subprocess.Comple
     return done, time.monotonic() - start
 
 
+def _assert_one_masked_line(done: subprocess.CompletedProcess, seconds: float,
+                            expected: str) -> None:
+    """The run gave up within 30 s with exit 2 and a single line on stderr that holds
+    ``expected``; the password is nowhere in its output."""
+    assert seconds < 30 and done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], done.stderr
+    assert SECRET not in done.stdout + done.stderr
+
+
 DEAD = "http://cellstudy:{secret}@127.0.0.1:{port}"
 
 
@@ -52,12 +62,8 @@ def test_dead_tracking_server_is_one_masked_line_within_seconds(command, tmp_pat
     args = [a.format(tmp=tmp_path) for a in command]
     done, seconds = _run(args, tmp_path,
                          MLFLOW_TRACKING_URI=DEAD.format(secret=SECRET, port=free_port()))
-    assert seconds < 30
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "cannot reach the MLflow tracking store http://cellstudy:***@" \
-        in lines[0], done.stderr
-    assert SECRET not in done.stdout + done.stderr
+    _assert_one_masked_line(done, seconds,
+                            "cannot reach the MLflow tracking store http://cellstudy:***@")
 
 
 @pytest.mark.parametrize("source", ["flag", "environment", "config"])
@@ -107,11 +113,8 @@ def test_dead_tracking_database_is_one_attempt_not_minutes_of_retries(tmp_path):
     uri = f"postgresql://cellstudy:{SECRET}@127.0.0.1:{free_port()}/mlflow"
     done, seconds = _run(["train", "--config", SMOKE, "--cell", "rnn"], tmp_path,
                          MLFLOW_TRACKING_URI=uri)
-    assert seconds < 30 and done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "cannot reach the MLflow tracking store " \
-        "postgresql+psycopg2://cellstudy:***@127.0.0.1" in lines[0], done.stderr
-    assert SECRET not in done.stdout + done.stderr
+    _assert_one_masked_line(done, seconds, "cannot reach the MLflow tracking store "
+                            "postgresql+psycopg2://cellstudy:***@127.0.0.1")
 
 
 def test_dead_registry_is_found_before_training(tmp_path, _empty_store):
@@ -121,11 +124,8 @@ def test_dead_registry_is_found_before_training(tmp_path, _empty_store):
     registry = DEAD.format(secret=SECRET, port=free_port())
     done, seconds = _run(["train", "--config", SMOKE, "--cell", "rnn", "--register"], tmp_path,
                          MLFLOW_REGISTRY_URI=registry)
-    assert seconds < 30 and done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "cannot reach the MLflow model registry " \
-        "http://cellstudy:***@127.0.0.1" in lines[0], done.stderr
-    assert SECRET not in done.stdout + done.stderr
+    _assert_one_masked_line(done, seconds, "cannot reach the MLflow model registry "
+                            "http://cellstudy:***@127.0.0.1")
     import sqlite3
 
     with sqlite3.connect(tmp_path / "mlflow.db") as conn:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT, subprocess_env
+from conftest import ROOT, reaped, subprocess_env
 
 from pipeline import cli, tuning, workers
 
@@ -176,15 +176,11 @@ def test_sigterm_to_the_parent_leaves_nothing_running_and_a_rerun_finishes(tmp_p
     env = subprocess_env(tmp_path)
     parent = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(parent):
         _wait_for_a_running_trial(tmp_path / "optuna.db")
         time.sleep(1.0)
         parent.send_signal(signal.SIGTERM)
         _, err = parent.communicate(timeout=120)
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
     assert parent.returncode == 128 + signal.SIGTERM, err
     assert "interrupted" in err.splitlines()[-1]
     runs = _runs(tmp_path / "mlflow.db")
