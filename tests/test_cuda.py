@@ -193,10 +193,12 @@ def test_cuda_out_of_memory_becomes_one_line_and_frees_the_card(tiny_cfg):
         assert "\n" not in str(caught.value)
         assert torch.cuda.memory_allocated() - before < 16 * 2**20, \
             "the failed trial's tensors are freed"
-        small = fit(_cfg(tiny_cfg, "lstm", "cuda"))
-        assert math.isfinite(small.best_val)
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
+    # The next trial, uncapped as on a card the failed one no longer holds (under the 64 MiB
+    # cap even this one's first 32 MiB block did not fit, on the H200).
+    small = fit(_cfg(tiny_cfg, "lstm", "cuda"))
+    assert math.isfinite(small.best_val)
 
 
 def test_system_metrics_are_logged_to_the_run(tracking_store, monkeypatch):
