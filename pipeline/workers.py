@@ -88,12 +88,13 @@ def resolve_workers(spec: str | int, device: str, threads: int, gpus: int = 0,
         device: the resolved training device (``cpu`` or ``cuda``).
         threads: torch threads per worker (``train.threads``).
         gpus: CUDA cards visible.
-        load: the machine's 1-minute load average; read from the system when None.
+        load: how many cores are busy; sampled now (``busy_cores``) when None.
 
     Returns:
         ``spec`` itself when a number. For ``auto`` on a CPU, one worker per ``threads`` idle
-        cores (cores minus the load, at least one): every worker pays its own start-up (imports,
-        the first optimizer) again, which is only won back on a core nobody else is using.
+        cores (cores minus the busy ones, at least one): every worker pays its own start-up
+        (imports, the first optimizer) again, which is only won back on a core nobody else is
+        using.
         Measured on 2 cores with the neighbours at load 2-4: the issue's 10-trial job took
         31-35 s with one worker, 47-49 s with two. On CUDA, ``CUDA_WORKERS_PER_GPU`` per card,
         never more than there are cores.
@@ -103,9 +104,32 @@ def resolve_workers(spec: str | int, device: str, threads: int, gpus: int = 0,
     cores = usable_cores()
     if device == "cuda":
         return max(1, min(cores, CUDA_WORKERS_PER_GPU * max(1, gpus)))
-    load = os.getloadavg()[0] if load is None else load
+    load = busy_cores() if load is None else load
     idle = int(cores - load + 0.5)  # rounded: a core 60% busy is not taken
     return max(1, min(idle, cores) // max(1, threads))
+
+
+def busy_cores(sample_seconds: float = 0.3) -> float:
+    """How many cores are busy now: the share of CPU time not idle over a short sample of
+    ``/proc/stat``, times the cores. Not the 1-minute load average, which still counts the
+    command that ended a moment ago: measured, ``bench/run.py`` (one process at a time on 2
+    cores) kept it at 1.0, so ``auto`` chose one worker for every job it timed. Where there is
+    no ``/proc/stat``, the load average."""
+
+    def times() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        return sum(fields[3:5]), sum(fields[:8])  # idle + iowait, all but guest time
+
+    try:
+        idle0, total0 = times()
+        time.sleep(sample_seconds)
+        idle1, total1 = times()
+    except (OSError, ValueError):
+        return os.getloadavg()[0]
+    if total1 <= total0:
+        return os.getloadavg()[0]
+    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
 
 
 def worker_argv(argv: Sequence[str], index: int) -> list[str]:

@@ -3,6 +3,7 @@ workers racing to create the stores, SIGTERM to the parent, and a failing worker
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -228,3 +229,16 @@ def test_a_failing_worker_fails_the_job_with_its_one_line_error(tmp_path, monkey
     runs = _runs(tmp_path / "mlflow.db")
     assert ("job", "FAILED") in runs
     assert not [r for r in runs if r[1] == "RUNNING"], runs
+
+
+def test_busy_cores_sees_a_core_busy_now():
+    """A process spinning on one core is counted at once (the 1-minute load average would
+    take a minute to see it, and a minute to forget it)."""
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # let it start spinning
+        busy = workers.busy_cores(0.5)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert 0.6 <= busy <= (os.cpu_count() or 1)
