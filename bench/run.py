@@ -77,20 +77,33 @@ def job_seconds(config: str, extra: list[str] | None = None,
         cmd = [sys.executable, "-m", "pipeline", "-q", "tune", "--config", str(ROOT / config),
                "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--workers", workers,
                *(extra or [])]
-        used = _workers_used(workers)  # auto reads the load: before the job, as the job does
+        # auto reads the load: before the job, as the job does
+        used = _workers_used(workers, _job_steps(ROOT / config))
         seconds = _timed(cmd, tmp_path)
     return {"value": seconds, "config": config, "fresh_store": True, "workers": workers,
             "workers_used": used}
 
 
-def _workers_used(spec: str) -> int:
-    """What ``--workers spec`` resolves to here, now (``auto`` reads the load average)."""
+def _workers_used(spec: str, job_steps: int | None = None) -> int:
+    """What ``--workers spec`` resolves to here, now, for a job of ``job_steps`` training steps
+    (``auto`` samples the busy cores and weighs the job's size)."""
     import torch
 
     from pipeline.workers import parse_workers, resolve_workers
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return resolve_workers(parse_workers(spec), device, 1, torch.cuda.device_count())
+    return resolve_workers(parse_workers(spec), device, 1, torch.cuda.device_count(),
+                           job_steps=job_steps)
+
+
+def _job_steps(config: Path) -> int:
+    """The training steps of ``tune --config config``, as the job counts them for ``auto``."""
+    from pipeline.config import load_config
+    from pipeline.workers import job_steps
+
+    cfg = load_config(config)
+    return job_steps(cfg.study.n_trials, len(cfg.study.cells), cfg.train.steps,
+                     cfg.report.seeds)
 
 
 def _timed(cmd: list[str], tmp: Path) -> float:
@@ -117,6 +130,8 @@ def peer_speedup(rounds: int, workers: str = "auto") -> dict[str, Any]:
 
     import torch
 
+    from pipeline.workers import job_steps
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     peer_cmd = [sys.executable, str(ROOT / "bench" / "peer.py"), "--trials", str(PEER_TRIALS),
                 "--steps", str(PEER_STEPS), "--device", device]
@@ -137,7 +152,7 @@ def peer_speedup(rounds: int, workers: str = "auto") -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             peer.append(_timed(peer_cmd, Path(tmp)))
         with tempfile.TemporaryDirectory() as tmp:
-            used.append(_workers_used(workers))
+            used.append(_workers_used(workers, job_steps(PEER_TRIALS, 1, PEER_STEPS, 1)))
             ours.append(_timed([*ours_cmd, "--storage", f"sqlite:///{Path(tmp) / 'optuna.db'}"],
                                Path(tmp)))
     return {"value": statistics.median(peer) / statistics.median(ours), "goal": ">= 5",

@@ -270,8 +270,11 @@ def _n_workers(spec: str | int, cfg: ExperimentConfig) -> int:
     from pipeline.train import resolve_device
 
     device = resolve_device(cfg.train.device).type
+    steps = workers.job_steps(cfg.study.n_trials, len(cfg.study.cells), cfg.train.steps,
+                              cfg.report.seeds)
     return workers.resolve_workers(spec, device, cfg.train.threads,
-                                   torch.cuda.device_count() if device == "cuda" else 0)
+                                   torch.cuda.device_count() if device == "cuda" else 0,
+                                   job_steps=steps)
 
 
 def _progress(cfg: ExperimentConfig, storage: Any, enabled: bool) -> workers.Progress:

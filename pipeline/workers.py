@@ -40,6 +40,13 @@ CUDA_WORKERS_PER_GPU = 4
 process leaves the card idle while it does its bookkeeping (store writes, figures, checkpoint);
 several processes overlap one's bookkeeping with the others' training. Not measured yet on a
 card: ``bench/gpu_check.sh`` times 1, 2, 4 and 8 workers to check this default."""
+STEPS_PER_CPU_WORKER = 10_000
+"""Training steps a job must hold for each CPU worker ``auto`` starts: a worker's own start-up
+(imports, the first optimizer, its studies' wrap-up) costs about 6-8 s of a core, and at about
+1.5 ms a step a second worker saves that only past some 10 000 steps. Measured on the idle
+2-core machine, ``auto`` then giving 2 workers to every job: the main job (180 000 steps) 317 s
+against 596 s with one worker, but the benchmark's peer job (3 300 steps) 22.5-24.2 s against
+21.9-22.0 s and the smoke job 23.1 s against 16.8 s."""
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 60.0
 """How long stopped workers get to end their runs before they are killed."""
@@ -80,7 +87,7 @@ def usable_cores() -> int:
 
 
 def resolve_workers(spec: str | int, device: str, threads: int, gpus: int = 0,
-                    load: float | None = None) -> int:
+                    load: float | None = None, job_steps: int | None = None) -> int:
     """How many workers ``--workers`` means here.
 
     Args:
@@ -89,6 +96,7 @@ def resolve_workers(spec: str | int, device: str, threads: int, gpus: int = 0,
         threads: torch threads per worker (``train.threads``).
         gpus: CUDA cards visible.
         load: how many cores are busy; sampled now (``busy_cores``) when None.
+        job_steps: the training steps the job holds (``job_steps``); no limit when None.
 
     Returns:
         ``spec`` itself when a number. For ``auto`` on a CPU, one worker per ``threads`` idle
@@ -96,7 +104,8 @@ def resolve_workers(spec: str | int, device: str, threads: int, gpus: int = 0,
         (imports, the first optimizer) again, which is only won back on a core nobody else is
         using.
         Measured on 2 cores with the neighbours at load 2-4: the issue's 10-trial job took
-        31-35 s with one worker, 47-49 s with two. On CUDA, ``CUDA_WORKERS_PER_GPU`` per card,
+        31-35 s with one worker, 47-49 s with two. And no more than one per
+        ``STEPS_PER_CPU_WORKER`` steps of the job. On CUDA, ``CUDA_WORKERS_PER_GPU`` per card,
         never more than there are cores.
     """
     if spec != AUTO:
@@ -106,7 +115,16 @@ def resolve_workers(spec: str | int, device: str, threads: int, gpus: int = 0,
         return max(1, min(cores, CUDA_WORKERS_PER_GPU * max(1, gpus)))
     load = busy_cores() if load is None else load
     idle = int(cores - load + 0.5)  # rounded: a core 60% busy is not taken
-    return max(1, min(idle, cores) // max(1, threads))
+    n = min(idle, cores) // max(1, threads)
+    if job_steps is not None:
+        n = min(n, job_steps // STEPS_PER_CPU_WORKER)
+    return max(1, n)
+
+
+def job_steps(n_trials: int, cells: int, steps: int, seeds: int) -> int:
+    """The training steps of a job at most (no trial pruned): every trial of every cell's
+    study, and the report's seed retrains, which the workers share too."""
+    return (n_trials + seeds) * cells * steps
 
 
 def busy_cores(sample_seconds: float = 0.3) -> float:

@@ -75,6 +75,12 @@ def test_auto_is_one_worker_per_idle_core_on_a_cpu(monkeypatch):
     assert workers.resolve_workers("auto", "cpu", threads=1, load=3.2) == 5
     assert workers.resolve_workers("auto", "cpu", threads=1, load=12.0) == 1, "at least one"
     assert workers.resolve_workers(3, "cpu", threads=1, load=12.0) == 3, "a number is kept"
+    small = workers.job_steps(n_trials=10, cells=1, steps=300, seeds=1)   # the peer's job
+    big = workers.job_steps(n_trials=20, cells=3, steps=3000, seeds=5)    # the main job
+    assert workers.resolve_workers("auto", "cpu", threads=1, load=0.1, job_steps=small) == 1, \
+        "a small job pays a second worker's start-up without winning it back"
+    assert workers.resolve_workers("auto", "cpu", threads=1, load=0.1, job_steps=big) == 8
+    assert workers.resolve_workers(4, "cpu", threads=1, load=0.1, job_steps=small) == 4
     assert workers.resolve_workers("auto", "cuda", threads=1, gpus=1) == \
         workers.CUDA_WORKERS_PER_GPU
     monkeypatch.setattr(workers, "usable_cores", lambda: 2)
