@@ -131,7 +131,7 @@ def tracked_fit(tracker: Tracker, cfg: ExperimentConfig, name: str, *, val: Wind
         tracker.log_datasets(run_id, {"val": (val.x, val.y)}, "validation")
         buffer = tracker.metric_buffer(run_id)
         try:
-            result = train(cfg, [best_so_far(buffer), *callbacks])
+            result = train(cfg, [best_so_far(buffer, *callbacks)])
         except killed_on as err:
             _log_reached(tracker, run_id, err, plot)
             raise
@@ -149,19 +149,22 @@ def tracked_fit(tracker: Tracker, cfg: ExperimentConfig, name: str, *, val: Wind
     return TrackedFit(run_id, result, model, scores)
 
 
-def best_so_far(callback: Callback) -> Callback:
-    """``callback`` fed, beside fit's metrics, the best validation so far and its step at each
-    validation pass: ``val/mse_best`` and ``val/best_step`` reach the store as curves that grow
-    while the run trains and end on the run's result (fit keeps the same best: the first
-    lowest). Logged once at the end instead, MLflow 3.17's UI drew each as a one-bar chart,
-    labelled to 2 decimals ("0.00" for 0.000274), and a pruned run had neither."""
+def best_so_far(*callbacks: Callback) -> Callback:
+    """``callbacks`` (the metric buffer, then the caller's: the pruner reads it too) fed, beside
+    fit's metrics, the best validation so far and its step at each validation pass:
+    ``val/mse_best`` and ``val/best_step`` reach the store as curves that grow while the run
+    trains and end on the run's result (fit keeps the same best: the first lowest). Logged
+    once at the end instead, MLflow 3.17's UI drew each as a one-bar chart, labelled to 2
+    decimals ("0.00" for 0.000274), and a pruned run had neither."""
     best, best_step = math.inf, 0
 
     def feed(step: int, metrics: dict[str, float]) -> None:
         nonlocal best, best_step
         if metrics["val/mse"] < best:
             best, best_step = metrics["val/mse"], step
-        callback(step, {**metrics, "val/mse_best": best, "val/best_step": best_step})
+        metrics = {**metrics, "val/mse_best": best, "val/best_step": best_step}
+        for callback in callbacks:
+            callback(step, metrics)
 
     return feed
 

@@ -173,7 +173,7 @@ class Tracker:
 
     def scores(self, run_id: str, prefix: str = "test/") -> dict[str, float]:
         """The run's latest metrics whose names start with ``prefix`` (its test scores)."""
-        metrics = self._client.get_run(run_id).data.metrics
+        metrics, _ = self.metrics_and_tags(run_id)
         return {k: v for k, v in metrics.items() if k.startswith(prefix)}
 
     def end_runs_of_dead_workers(self) -> list[str]:

@@ -244,18 +244,17 @@ def _describe(params: dict[str, Any]) -> str:
 def _pruning(trial: optuna.Trial, warmup_steps: int = 0, report_every: int = 0,
              last_step: int = 0) -> Callable[[int, dict[str, float]], None]:
     """A training callback that reports the best-so-far validation MSE (the value the trial
-    is scored by) every ``report_every`` steps and at ``last_step`` (at every validation when
-    0), and raises TrialPruned when the pruner says so.
+    is scored by, ``val/mse_best`` from ``runs.best_so_far``) every ``report_every`` steps and
+    at ``last_step`` (at every validation when 0), and raises TrialPruned when the pruner says
+    so.
 
     Before ``warmup_steps`` the median pruner never prunes, yet ``should_prune`` would still
     read every trial back from the storage: it is not asked."""
-    best = math.inf
 
     def callback(step: int, metrics: dict[str, float]) -> None:
-        nonlocal best
-        best = min(best, metrics["val/mse"])
         if report_every and step % report_every and step != last_step:
             return  # the run's metrics have this validation; the study does not need it
+        best = metrics["val/mse_best"]
         trial.report(best, step)
         if step >= warmup_steps and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} with val/mse_best {best:.3g}")
