@@ -247,11 +247,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
                 outcomes.append(tuning.run_study(cfg, cell, tracker, job_run, storage))
         interrupts.check()  # a signal received during the last study's wrap-up
         if args.worker_index is not None:
-            # The report's seed retrains, shared out; the parent writes the summary and the
-            # report, and finds them done.
+            # The report's seed retrains and tutorial runs, shared out; the parent writes the
+            # summary and the report, and finds them done.
             from pipeline.report import share_seed_runs
 
-            share_seed_runs(cfg, outcomes, tracker, args.worker_index, args.worker_count)
+            share_seed_runs(cfg, outcomes, tracker, job_run, args.worker_index,
+                            args.worker_count)
             return 0
         table = summary_table(outcomes, cfg)
         tracker.log_text(job_run, table, "summary.md")

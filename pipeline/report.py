@@ -29,6 +29,7 @@ optuna itself.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import logging
@@ -127,19 +128,28 @@ def _seed_run(tracker: Tracker, cfg: ExperimentConfig, seed: int, parent: str,
                    done.result.device, done.result.best_step)
 
 
-def share_seed_runs(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker, index: int,
-                    count: int) -> None:
-    """In worker ``index`` of ``count``, once its studies are done: trains its share of the
-    report's seed retrains (every ``count``-th), so that N workers train them side by side
-    instead of the one process that writes the report training them all in a row; the report
-    then reads them back (``_seed_run``)."""
+def share_seed_runs(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
+                    job_run_id: str, index: int, count: int) -> None:
+    """In worker ``index`` of ``count``, once its studies are done: trains its share (every
+    ``count``-th) of the report's seed retrains and then of its tutorial seed runs, so that N
+    workers train them side by side instead of the one process that writes the report
+    training them all in a row; the report then reads them back (``_seed_run``,
+    ``_tutorial_seed``)."""
     sets, val = held_out_sets(cfg), validation_set(cfg.data)
     # The config's cell order, not this worker's (each starts at another cell): every worker
     # must count the same list for the shares to add up.
     ordered = sorted(outcomes, key=lambda o: cfg.study.cells.index(o.cell))
-    for i, (ccfg, seed, parent) in enumerate(_seed_tasks(cfg, ordered)):
+    tasks: list[Callable[[], Any]] = [
+        functools.partial(_seed_run, tracker, ccfg, seed, parent, sets, val, cfg)
+        for ccfg, seed, parent in _seed_tasks(cfg, ordered)]
+    tcfg = _tutorial_config(cfg)
+    if tcfg is not None:
+        tasks += [functools.partial(_tutorial_seed, tracker, tcfg.replace({"model.cell": cell}),
+                                    s, job_run_id, sets, cfg.data.warmup)
+                  for cell in cfg.study.cells for s in range(cfg.report.tutorial_seeds)]
+    for i, task in enumerate(tasks):
         if i % count == index:
-            _seed_run(tracker, ccfg, seed, parent, sets, val, cfg)
+            task()
 
 
 def _seed_tasks(cfg: ExperimentConfig, outcomes: Sequence
@@ -209,13 +219,29 @@ def _cell_results(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
     return cells
 
 
+REPLAY_PATH = "replay/train_pred.json"
+"""A tutorial seed run's predictions made during training: the claims and the red/blue figure
+are measured on them, so a run another worker trained is read back whole."""
+
+
 def _tutorial_seed(tracker: Tracker, cfg: ExperimentConfig, seed: int, parent: str,
                    sets: dict[str, Windows], warmup: int) -> TutorialRun:
     """The tutorial's protocol with one seed, a tracked run under the job run: stepped
-    metrics and the blog's red/blue figure of the predictions made during training, its MSEs
-    scored with the job's ``warmup``."""
+    metrics, the blog's red/blue figure of the predictions made during training (kept too, as
+    ``REPLAY_PATH``), its MSEs scored with the job's ``warmup``. Trained once: a FINISHED run
+    of the same config under the job run (a worker's, or an interrupted report's) is read
+    back."""
     base, cfg = cfg, cfg.replace({"train.seed": seed})  # its params: the seed, the cell, ...
-    cell = cfg.model.cell
+    cell, name = cfg.model.cell, f"tutorial-{cfg.model.cell}-seed-{seed}"
+    key = _key(name, "tutorial-seed", (cfg, warmup))
+    found = tracker.finished_run(parent, key)
+    if found:
+        metrics, _ = tracker.metrics_and_tags(found)
+        return measure_tutorial(cfg, tutorial_windows(0, cfg.train.steps),
+                                tracker.load_array(found, REPLAY_PATH),
+                                {k: v for k, v in metrics.items() if k.startswith("test/")},
+                                metrics["train/seconds"], warmup)
+    interrupts.check()  # between the report's runs: a safe point
     replayed: dict[str, Any] = {}
 
     def train(c: ExperimentConfig, callbacks: list) -> Any:
@@ -227,13 +253,26 @@ def _tutorial_seed(tracker: Tracker, cfg: ExperimentConfig, seed: int, parent: s
         return tutorial_figure(ws, {cell: pred}, {cell: f"train-time cliff {cliff(pred, ws):.3g}"},
                                f"{cell}, seed {seed}: target (red), prediction in training (blue)")
 
-    done = tracked_fit(tracker, cfg, f"tutorial-{cell}-seed-{seed}",
-                       val=validation_set(cfg.data), parent_run_id=parent,
-                       tags={"cellstudy.level": "tutorial-seed", "cell": cell},
+    done = tracked_fit(tracker, cfg, name, val=validation_set(cfg.data), parent_run_id=parent,
+                       tags={"cellstudy.level": "tutorial-seed", "cell": cell,
+                             "cellstudy.key": key},
                        callbacks=[interrupts.callback], train=train, plot=plot, test_sets=sets,
-                       test_warmup=warmup, base=base)
+                       test_warmup=warmup, base=base,
+                       after_fit=lambda run_id: tracker.log_array(run_id, replayed["pred"],
+                                                                  REPLAY_PATH))
     return measure_tutorial(cfg, replayed["ws"], replayed["pred"], done.scores,
                             done.result.seconds, warmup)
+
+
+def _tutorial_config(cfg: ExperimentConfig) -> ExperimentConfig | None:
+    """The tutorial protocol's config as the report runs it (the job's device and test sets),
+    or None where the job replays no tutorial."""
+    if not cfg.report.tutorial_config or cfg.report.tutorial_seeds == 0:
+        return None
+    tcfg = load_config(resolve_path(cfg.report.tutorial_config),
+                       {"train.device": cfg.train.device})
+    # The sets it is tested on are the job's: its config names them too.
+    return dataclasses.replace(tcfg, data=dataclasses.replace(tcfg.data, tests=cfg.data.tests))
 
 
 def _tutorial(cfg: ExperimentConfig, tracker: Tracker, job_run_id: str,
@@ -241,12 +280,9 @@ def _tutorial(cfg: ExperimentConfig, tracker: Tracker, job_run_id: str,
               ) -> TutorialResult | None:
     """The tutorial's protocol, trained as the blog did, but scored as every table of the
     report: on the job's own ``sets`` with the job's warm-up (one scoring, one name)."""
-    if not cfg.report.tutorial_config or cfg.report.tutorial_seeds == 0:
+    tcfg = _tutorial_config(cfg)
+    if tcfg is None:
         return None
-    tcfg = load_config(resolve_path(cfg.report.tutorial_config),
-                       {"train.device": cfg.train.device})
-    # The sets it is tested on are the job's: its config names them too.
-    tcfg = dataclasses.replace(tcfg, data=dataclasses.replace(tcfg.data, tests=cfg.data.tests))
     runs = {}
     for cell in cfg.study.cells:
         log.info("tutorial protocol: %s with %d seeds", cell, cfg.report.tutorial_seeds)

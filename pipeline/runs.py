@@ -90,7 +90,8 @@ def tracked_fit(tracker: Tracker, cfg: ExperimentConfig, name: str, *, val: Wind
                 train: Trainer | None = None, plot: Plot | None = None,
                 test_sets: dict[str, Windows] | None = None,
                 test_warmup: int | None = None, background: bool = False,
-                base: ExperimentConfig | None = None) -> TrackedFit:
+                base: ExperimentConfig | None = None,
+                after_fit: Callable[[str], None] | None = None) -> TrackedFit:
     """Trains ``cfg`` as one tracked run.
 
     Args:
@@ -113,6 +114,9 @@ def tracked_fit(tracker: Tracker, cfg: ExperimentConfig, name: str, *, val: Wind
         background: draw and upload the figure in the tracker's figure thread.
         base: the job's config, where the run is one of a job's (a trial, a seed retrain):
             its params are then what differs from it (see ``loggable_params``).
+        after_fit: called with the run id once the run's records are logged, before it ends
+            FINISHED: what the caller keeps beside them (the tutorial's replayed predictions),
+            so that a FINISHED run holds it.
     """
     if run_id is None:
         run_id, owned = tracker.start_run(name, parent_run_id, tags), True
@@ -146,6 +150,8 @@ def tracked_fit(tracker: Tracker, cfg: ExperimentConfig, name: str, *, val: Wind
         tracker.log_figure(run_id, functools.partial(plot, result), PLOT_PATH,
                            background=background)
         tracker.log_checkpoint(run_id, result.state_dict, to_dict(cfg.model))
+        if after_fit is not None:
+            after_fit(run_id)
     return TrackedFit(run_id, result, model, scores)
 
 

@@ -419,6 +419,19 @@ class Tracker:
             state = torch.load(local / "weights.pt", map_location="cpu", weights_only=True)
             return state, json.loads((local / "model_config.json").read_text())
 
+    def log_array(self, run_id: str, array: np.ndarray, path: str) -> None:
+        """A small array (a replay's predictions) as a JSON artifact: values round-trip
+        exactly, and the run's page shows them."""
+        self._client.log_dict(run_id, {"dtype": str(array.dtype), "values": array.tolist()},
+                              path)
+
+    def load_array(self, run_id: str, path: str) -> np.ndarray:
+        """An array ``log_array`` stored, with its dtype."""
+        from mlflow.artifacts import load_dict
+
+        stored = load_dict(self._client.get_run(run_id).info.artifact_uri + "/" + path)
+        return np.asarray(stored["values"], dtype=stored["dtype"])
+
     def log_model(self, run_id: str, name: str = "model") -> str:
         """Logs the run's checkpoint as a pyfunc model with a (-1, -1, 1) float32 signature.
 

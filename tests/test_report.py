@@ -66,3 +66,22 @@ def test_job_report_is_logged_on_the_job_run(tiny_cfg, tracking_store) -> None:
         assert client.get_metric_history(run.info.run_id, "val/mse")
         assert "test/mse" in run.data.metrics
         assert "val_predictions.png" in {f.path for f in client.list_artifacts(run.info.run_id)}
+    # A second report (a rerun after an interruption, or the parent after its workers trained
+    # the seeds) reads every retrain and tutorial run back: the same document, no new runs.
+    assert tracker.load_array(by_level["tutorial-seed"][0].info.run_id,
+                              "replay/train_pred.json").shape == (_tutorial_steps(cfg), 10, 1)
+    again = job_report(cfg, [outcome], tracker, job)
+    assert again == text
+    counts = {level: len(rs) for level, rs in by_level.items()}
+    rerun: dict[str, int] = {}
+    for r in client.search_runs([tracker.experiment_id]):
+        level = r.data.tags.get("cellstudy.level")
+        rerun[level] = rerun.get(level, 0) + 1
+    assert rerun == counts, "the report trained or logged a run twice"
+
+
+def _tutorial_steps(cfg) -> int:
+    from pipeline.config import load_config
+    from pipeline.report import resolve_path
+
+    return load_config(resolve_path(cfg.report.tutorial_config)).train.steps

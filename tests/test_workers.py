@@ -117,7 +117,8 @@ def test_quiet_progress_prints_nothing(capsys):
 
 @pytest.mark.slow
 def test_two_workers_on_fresh_stores_do_the_job_exactly_once(tmp_path):
-    done = subprocess.run(_tune(tmp_path, "--workers", "2", "--set", "report.seeds=2"),
+    done = subprocess.run(_tune(tmp_path, "--workers", "2", "--set", "report.seeds=2",
+                                "--set", "report.tutorial_seeds=2"),
                           cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -133,12 +134,14 @@ def test_two_workers_on_fresh_stores_do_the_job_exactly_once(tmp_path):
         starts = dict(conn.execute(
             "SELECT t.value, MIN(r.start_time) FROM runs r JOIN tags t ON t.run_uuid = "
             "r.run_uuid AND t.key = 'cellstudy.level' GROUP BY t.value").fetchall())
-        seed_workers = conn.execute(
-            "SELECT COUNT(DISTINCT t.value) FROM runs r JOIN tags l ON l.run_uuid = r.run_uuid"
-            " AND l.key = 'cellstudy.level' AND l.value = 'seed' JOIN tags t ON t.run_uuid ="
-            " r.run_uuid AND t.key = 'cellstudy.worker'").fetchone()[0]
-    assert starts["seed"] < starts["baseline"], "the workers retrained before the report"
-    assert seed_workers == 2, "both workers trained their share of the seeds"
+        trained_by = dict(conn.execute(
+            "SELECT l.value, COUNT(DISTINCT t.value) FROM runs r JOIN tags l ON l.run_uuid ="
+            " r.run_uuid AND l.key = 'cellstudy.level' JOIN tags t ON t.run_uuid = r.run_uuid"
+            " AND t.key = 'cellstudy.worker' GROUP BY l.value").fetchall())
+    for level in ("seed", "tutorial-seed"):
+        assert starts[level] < starts["baseline"], f"the workers trained the {level} runs first"
+        assert trained_by[level] == 2, f"both workers trained their share of the {level} runs"
+    assert levels["tutorial-seed"] == 2 * len(CELLS), "each tutorial run once, by one worker"
     assert not [r for r in runs if r[1] == "RUNNING"], runs
     assert done.stdout.count("## ") >= 1 and "already written" not in done.stdout
     assert "worker 0" not in done.stdout, "workers print nothing; the parent prints the report"
