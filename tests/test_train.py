@@ -8,8 +8,17 @@ import pytest
 import torch
 
 from pipeline.config import ExperimentConfig
-from pipeline.data import make_eval_set
-from pipeline.train import DivergedError, build_model, fit, resolve_device, score
+from pipeline.data import make_eval_set, make_train_batches
+from pipeline.train import (
+    DivergedError,
+    StepRunner,
+    build_model,
+    fit,
+    lr_after_steps,
+    make_scheduler,
+    resolve_device,
+    score,
+)
 
 CELLS = ("rnn", "lstm", "gru")
 
@@ -100,6 +109,40 @@ def test_cosine_schedule_follows_torchs_scheduler(tiny_cfg, warm):
     # The logged curve is the schedule at each validation step.
     for step, metrics in result.history:
         assert metrics["train/lr"] == pytest.approx(expected[step - 1], rel=1e-9, abs=1e-15)
+    # What a CUDA graph is given to set the rates itself: the same schedule, step for step.
+    assert lr_after_steps(cfg.train) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_the_indexed_step_a_graph_records_is_the_eager_step_and_the_scheduler(tiny_cfg):
+    """The step a CUDA graph records when it reads the batches itself (``_indexed_step``),
+    run eagerly here: step k's windows, then the lr after step k, then the counter moved on;
+    the same weights and rates as the eager loop stepping torch's scheduler."""
+    cfg = _cfg(tiny_cfg, "lstm", **{"train.steps": 12, "train.schedule": "cosine",
+                                    "train.lr_warmup_steps": 3})
+    xs, ys = make_train_batches(cfg.data, cfg.train.steps, cfg.train.batch_size)
+    rates = torch.tensor(lr_after_steps(cfg.train))
+
+    def runner():
+        torch.manual_seed(0)
+        model = build_model(cfg.model)
+        opt = torch.optim.Adam(model.parameters(), lr=torch.tensor(cfg.train.lr))
+        return model, opt, StepRunner(model, opt, 1.0, batches=(xs, ys), lr_after=rates)
+
+    model_a, opt_a, eager = runner()
+    sched = make_scheduler(opt_a, cfg.train)
+    model_b, opt_b, indexed = runner()
+    make_scheduler(opt_b, cfg.train)  # sets the first step's rate, as in fit; never stepped
+    indexed._index = torch.tensor([0])
+    for k in range(cfg.train.steps):
+        eager.step(xs[k], ys[k], skip=2)
+        sched.step()
+        indexed._indexed_step(skip=2)
+        assert float(opt_b.param_groups[0]["lr"]) == pytest.approx(
+            float(opt_a.param_groups[0]["lr"]), rel=1e-6)
+    assert int(indexed._index) == cfg.train.steps
+    for key, value in model_a.state_dict().items():
+        torch.testing.assert_close(model_b.state_dict()[key], value)
+    assert float(indexed.loss_sum) == pytest.approx(float(eager.loss_sum), rel=1e-6)
 
 
 def test_constant_lr_is_unchanged_and_not_logged_as_a_curve(tiny_cfg):
