@@ -16,10 +16,15 @@
 #   bash bench/gpu_check.sh                         # from the repository root: parts 1-5
 #   bash bench/gpu_check.sh checks                  # parts 1-4 only (about 8 minutes)
 #   bash bench/gpu_check.sh speed tests_cuda study  # the parts named, in that order (tests_cuda,
-#                                                   # tests_fast, study, steps, speed)
+#                                                   # tests_fast, study, steps, speed, or one
+#                                                   # of speed's: main_job workers trial peer)
+# Environment: SPEED_LIMIT_<part> (seconds a speed part may take), GPU_SPEED_MAIN_RUNS and
+# GPU_SPEED_TRIALS (see bench/gpu_speed.py).
 # In a short lease, name what matters most first: a part cut off leaves the ones before it.
 # On the CPU it runs every part that does not need a GPU and says what it skipped.
-if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD; fi
+# Carried wheels (a lent machine has no mlflow/optuna), compiled on all cores before anything
+# is timed: uncompiled, every worker process compiled them again (8.8 s in one profile).
+if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && python3 -m compileall -q -j 0 /tmp/site >/dev/null 2>&1; export PYTHONPATH=/tmp/site:$PWD; fi
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PYTHONPATH:-$PWD}"
@@ -102,13 +107,15 @@ out = {'device_steps': steps.device_steps(100, 5)}
 json.dump(out, open('$DEST/gpu_steps.json', 'w'), indent=2)
 print(json.dumps(out, indent=2))" ;;
   speed)  # 5. Issue 8's GPU goals, each a whole job on fresh stores.
+    for p in main_job workers trial peer; do run_part "$p"; done ;;
+  main_job|workers|trial|peer)  # 5, one of its parts (limits: SPEED_LIMIT_<part> seconds)
     if [ "$CUDA" = 1 ] && [ "$HAVE_MLFLOW" = 1 ]; then
-      part speed_main_job 150 $PY bench/gpu_speed.py main_job
-      part speed_workers 150 $PY bench/gpu_speed.py workers
-      part speed_trial 90 $PY bench/gpu_speed.py trial
-      part speed_peer 80 $PY bench/gpu_speed.py peer
-    else STATUS[speed]="skipped: needs CUDA, mlflow and optuna"; fi ;;
-  *) echo "unknown part $1 (tests_cuda, tests_fast, study, steps, speed; all; checks)"; exit 2 ;;
+      local limit_var="SPEED_LIMIT_$1" default
+      case $1 in main_job|workers) default=150 ;; trial) default=90 ;; peer) default=80 ;; esac
+      part "speed_$1" "${!limit_var:-$default}" $PY bench/gpu_speed.py "$1"
+    else STATUS[speed_$1]="skipped: needs CUDA, mlflow and optuna"; fi ;;
+  *) echo "unknown part $1 (tests_cuda, tests_fast, study, steps, speed or one of its parts:"\
+       "main_job, workers, trial, peer; all; checks)"; exit 2 ;;
   esac
 }
 for p in "${PARTS[@]}"; do run_part "$p"; done
