@@ -320,7 +320,16 @@ class Tracker:
         inputs = [DatasetInput(self._dataset(name, x, y),
                                tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
                   for name, (x, y) in datasets.items()]
-        self._client.log_inputs(run_id, datasets=inputs)
+        try:
+            self._client.log_inputs(run_id, datasets=inputs)
+        except MlflowException as err:
+            # MLflow's store looks a dataset up and inserts it if missing, in two steps: two
+            # workers logging the same new dataset at once both insert, and one fails on the
+            # unique key (seen on 4 workers starting the tutorial runs together). Its
+            # transaction was rolled back; again, it finds the other's row and links it.
+            if not _duplicate_key(err):
+                raise
+            self._client.log_inputs(run_id, datasets=inputs)
 
     def _dataset(self, name: str, x: np.ndarray, y: np.ndarray) -> Any:
         """The dataset entity of (x, y), made once per array: its digest hashes the data."""
@@ -536,6 +545,13 @@ class Tracker:
             return self._client.get_model_version_by_alias(name, alias)
         except MlflowException:
             return None
+
+
+def _duplicate_key(err: BaseException) -> bool:
+    """Whether a store refused a row for a unique key another writer just took (SQLite's and
+    PostgreSQL's wording)."""
+    text = str(err)
+    return "UNIQUE constraint failed" in text or "duplicate key value" in text
 
 
 WORKER_TAG = "cellstudy.worker"

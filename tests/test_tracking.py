@@ -227,3 +227,36 @@ def test_the_registered_models_description_says_its_contract_and_warm_up() -> No
     assert "(batch, T, 1)" in model and "models:/sin2cos-lstm@champion" in model
     assert "mlflow models serve" in model
     assert "first 2 points of a window are not scored" in model
+
+
+def test_workers_logging_the_same_new_dataset_at_once_both_succeed(tracking_store):
+    """Measured on the H200 host: two workers reached their first tutorial runs together and
+    one died on "UNIQUE constraint failed: datasets.experiment_id, datasets.name,
+    datasets.digest" (MLflow looks the dataset up, then inserts it: two inserts race)."""
+    import threading
+
+    import numpy as np
+
+    trackers = [Tracker("datasets") for _ in range(2)]
+    errors: list[BaseException] = []
+    for round_ in range(8):  # a new dataset each round: each round is a fresh race
+        x = np.full((4, 5, 1), round_, dtype=np.float32)
+        runs = [t.start_run(f"r{round_}-{i}") for i, t in enumerate(trackers)]
+        barrier = threading.Barrier(2)
+
+        def log(t: Tracker, run_id: str) -> None:
+            barrier.wait()
+            try:
+                t.log_datasets(run_id, {"val": (x, x)}, "validation")
+            except BaseException as err:  # noqa: BLE001 - reported below
+                errors.append(err)
+
+        threads = [threading.Thread(target=log, args=(t, r)) for t, r in zip(trackers, runs)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        for run_id in runs:
+            (logged,) = MlflowClient().get_run(run_id).inputs.dataset_inputs
+            assert logged.dataset.name == "val"
+    assert not errors, errors[0]
