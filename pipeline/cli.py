@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -174,6 +175,14 @@ def _preflight(cfg: ExperimentConfig | None, command: str, *, storage: str | Non
         storage: the Optuna storage URL to reach (tune).
         registry: whether models will be registered under the config's names.
     """
+    _preflight_input(cfg, command, registry=registry)
+    _preflight_stores(storage=storage, registry=registry)
+
+
+def _preflight_input(cfg: ExperimentConfig | None, command: str, *,
+                     registry: bool = False) -> None:
+    """``_preflight``'s checks that need no store: the config, where runs would be written,
+    the registry's naming rules."""
     from pipeline import preflight
 
     try:
@@ -185,6 +194,13 @@ def _preflight(cfg: ExperimentConfig | None, command: str, *, storage: str | Non
 
             check_registry_names([cfg.tracking.registry_name(cell)
                                   for cell in cfg.study.cells], cfg.tracking.alias)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _preflight_stores(*, storage: str | None = None, registry: bool = False) -> None:
+    """``_preflight``'s checks of the stores: reachable (a new local store is created)."""
+    try:
         if storage:
             from pipeline.storage import check_storage_reachable
 
@@ -214,11 +230,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     if args.worker_index is not None:
-        workers.wait_for_parent()  # the parent checked the input, made the stores and job run
-    _preflight(cfg, "tune", storage=cfg.study.storage, registry=True)
+        # The parent checked the input and makes the stores and the job run meanwhile.
+        workers.wait_for_parent(functools.partial(_warm_up, cfg))
+    _preflight_input(cfg, "tune", registry=True)
     _setup_torch(cfg)
     n = 1 if args.worker_index is not None else _n_workers(spec, cfg)
-    pool = workers.Pool(args.argv, n) if n > 1 else None  # they wait for the job run
+    # Started before the stores are checked and made: their imports (seconds each) overlap
+    # the parent's; they touch no store before the parent hands them the job run.
+    pool = workers.Pool(args.argv, n) if n > 1 else None
+    try:
+        _preflight_stores(storage=cfg.study.storage, registry=True)
+    except BaseException:
+        if pool is not None:
+            pool.abandon()
+        raise
     from pipeline import tuning
 
     tuning.configure_logs(args.quiet)
@@ -263,6 +288,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(report or f"{table}\nThe job report (report.md on run {job_run}) was already "
                     "written, by another worker or an earlier run.")
     return 0
+
+
+def _warm_up(cfg: ExperimentConfig) -> None:
+    """What a worker does while it waits for the parent, off the job's critical path: the
+    modules its first store calls and its first trial would import (MLflow's and Optuna's SQL
+    stores, ``torch._dynamo`` for the first fused Adam: about 1 s each on the 2-core machine),
+    and the CUDA context."""
+    from pipeline import tuning
+    from pipeline.train import resolve_device, warm_up
+
+    tuning.warm_up()
+    warm_up(resolve_device(cfg.train.device))
 
 
 def _n_workers(spec: str | int, cfg: ExperimentConfig) -> int:

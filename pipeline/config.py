@@ -463,6 +463,17 @@ def flatten(cfg: Any) -> dict[str, Any]:
     return out
 
 
+REPO = Path(__file__).resolve().parents[1]
+"""The repository root: relative config paths are also looked up there."""
+
+
+def resolve_path(path: str) -> Path:
+    """``path`` as given if it exists, else relative to the repository (the report's
+    ``report.tutorial_config``)."""
+    given = Path(path)
+    return given if given.is_absolute() or given.exists() else REPO / given
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Loads an experiment file over the defaults, then applies dotted overrides.
 

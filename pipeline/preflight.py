@@ -23,7 +23,13 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from pipeline.config import MAX_SEED, TUTORIAL_POINTS, ExperimentConfig, load_config
+from pipeline.config import (
+    MAX_SEED,
+    TUTORIAL_POINTS,
+    ExperimentConfig,
+    load_config,
+    resolve_path,
+)
 from pipeline.secrets import mask_url
 
 MAX_ELEMENTS = 2**27
@@ -115,8 +121,6 @@ def check_tutorial_config(cfg: ExperimentConfig) -> None:
     """The report's tutorial protocol must exist and load now, not after the whole study."""
     if not cfg.report.tutorial_config or cfg.report.tutorial_seeds == 0:
         return
-    from pipeline.report import resolve_path
-
     try:
         path = resolve_path(cfg.report.tutorial_config)
         found = path.is_file()

@@ -34,13 +34,12 @@ import hashlib
 import io
 import logging
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline import interrupts
-from pipeline.config import ExperimentConfig, ModelConfig, load_config
+from pipeline.config import ExperimentConfig, ModelConfig, load_config, resolve_path
 from pipeline.data import Windows, tutorial_windows, validation_set
 from pipeline.evaluation import (
     BASELINES,
@@ -80,16 +79,6 @@ REPORT_MD = "report.md"
 text."""
 REPORT_HTML = "report.html"
 """The same report as one page, figures embedded: the viewer shows it in a frame."""
-REPO = Path(__file__).resolve().parents[1]
-"""The repository root: relative config paths are also looked up there."""
-
-
-def resolve_path(path: str) -> Path:
-    """``path`` as given if it exists, else relative to the repository."""
-    given = Path(path)
-    return given if given.is_absolute() or given.exists() else REPO / given
-
-
 def _log_seeds(tracker: Tracker, run_id: str, runs: Sequence[Any], extra: Callable[[Any], dict]
                ) -> None:
     """Per-seed values as steps (step = seed), then each key's mean and interval."""

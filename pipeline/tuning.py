@@ -22,7 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from pipeline import interrupts, records
+from pipeline import interrupts, records, tracking
 from pipeline.config import Distribution, ExperimentConfig, ModelConfig
 from pipeline.data import Windows, validation_set
 from pipeline.evaluation import held_out_sets, model_predictor, score_sets, zero_reference
@@ -102,6 +102,14 @@ def configure_logs(quiet: bool) -> None:
     optuna.logging.enable_propagation()
     for handler in logging.getLogger().handlers:
         handler.addFilter(_NoTraceback())
+
+
+def warm_up() -> None:
+    """Imports what a worker's stores and its studies' wrap-up use (MLflow's SQL stores,
+    Optuna's matplotlib figures) while it waits for the parent (``cli._warm_up``)."""
+    import optuna.visualization.matplotlib  # noqa: F401
+
+    tracking.warm_up()
 
 
 def make_storage(url: str | Storage, heartbeat_interval: int = 30, grace_period: int = 120,

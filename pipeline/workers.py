@@ -35,11 +35,12 @@ WORKER_FLAG = "--worker-index"
 that a parent owns the job run, the display and the report."""
 COUNT_FLAG = "--worker-count"
 """Hidden flag: how many workers there are (each trains its share of the report's seeds)."""
-CUDA_WORKERS_PER_GPU = 4
-"""Workers per CUDA card for ``auto``. A default trial's graphed step is ~0.1 ms, so a lone
-process leaves the card idle while it does its bookkeeping (store writes, figures, checkpoint);
-several processes overlap one's bookkeeping with the others' training. Not measured yet on a
-card: ``bench/gpu_check.sh`` times 1, 2, 4 and 8 workers to check this default."""
+CUDA_WORKERS_PER_GPU = 8
+"""Workers per CUDA card for ``auto``. A default trial's graphed step is ~0.1 ms of the card,
+so a lone process leaves it idle while it does its bookkeeping (store writes, figures,
+checkpoint); several processes overlap one's bookkeeping with the others' training. Measured
+on an H200 host (16 cores, default main job, fresh stores, ``bench/gpu_speed.py``): 4 workers
+55.5 and 55.9 s (its 60 trials in 25.4 s), 8 workers 52.3 s (21.4 s); 1 worker over 150 s."""
 STEPS_PER_CPU_WORKER = 10_000
 """Training steps a job must hold for each CPU worker ``auto`` starts: a worker's own start-up
 (imports, the first optimizer, its studies' wrap-up) costs about 6-8 s of a core, and at about
@@ -297,6 +298,15 @@ class Pool:
         self.workers = [_Worker(i, [*worker_argv(argv, i), COUNT_FLAG, str(n)])
                         for i in range(n)]
 
+    def abandon(self) -> None:
+        """Ends workers that were never let go (the parent failed before the job began): they
+        have touched no store, so they are simply stopped, not left to find out."""
+        for w in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                w.proc.kill()
+        for w in self.workers:
+            w.proc.wait()
+
     def run(self, job_run_id: str, progress: Progress) -> None:
         """Lets the workers go and supervises them to the end.
 
@@ -310,13 +320,22 @@ class Pool:
         _supervise(self.workers, progress)
 
 
-def wait_for_parent() -> None:
-    """In a worker: loads the heavy modules, then waits for the parent's job run id on stdin
+def wait_for_parent(warm_up: Callable[[], None] | None = None) -> None:
+    """In a worker: loads the heavy modules and runs ``warm_up`` (more imports, the CUDA
+    context: nothing that touches a store), then waits for the parent's job run id on stdin
     and names it the way ``mlflow run`` does (``MLFLOW_RUN_ID``), so that the worker neither
-    creates nor ends the job run. Leaves quietly (exit 0) if the parent gave up first."""
+    creates nor ends the job run. Leaves quietly (exit 0) if the parent gave up first.
+
+    The parent starts its workers before it checks and creates the stores, so all of this
+    overlaps its own work. Measured on the 2-core machine (smoke job, 2 workers, py-spy):
+    after the go, each worker spent 1.15 s importing MLflow's SQL store and 1.07 s waiting on
+    the store lock while the other did the same, and its first trial 1.3 s importing
+    ``torch._dynamo`` for the fused Adam."""
     import pipeline.report  # noqa: F401 - torch, MLflow and Optuna, while the parent works
     import pipeline.tuning  # noqa: F401
 
+    if warm_up is not None:
+        warm_up()
     line = sys.stdin.readline().strip()
     if not line:
         raise SystemExit(0)

@@ -81,7 +81,6 @@ def test_job_report_is_logged_on_the_job_run(tiny_cfg, tracking_store) -> None:
 
 
 def _tutorial_steps(cfg) -> int:
-    from pipeline.config import load_config
-    from pipeline.report import resolve_path
+    from pipeline.config import load_config, resolve_path
 
     return load_config(resolve_path(cfg.report.tutorial_config)).train.steps

@@ -100,8 +100,7 @@ def test_differences_follow_the_seed_noise(tiny_cfg) -> None:
 
 @pytest.mark.parametrize(("rnn_cliff", "verdict"), [(0.2, "holds"), (0.02, "does not hold")])
 def test_cliff_verdicts_come_from_the_numbers(tiny_cfg, rnn_cliff: float, verdict: str) -> None:
-    from pipeline.config import load_config
-    from pipeline.report import REPO
+    from pipeline.config import REPO, load_config
 
     tcfg = load_config(REPO / "experiments" / "tutorial.yaml")
     tut = TutorialResult(tcfg, {"rnn": _tutorial_runs(rnn_cliff, 0.08, 0.3, 0.03),

@@ -81,6 +81,7 @@ def test_auto_is_one_worker_per_idle_core_on_a_cpu(monkeypatch):
         "a small job pays a second worker's start-up without winning it back"
     assert workers.resolve_workers("auto", "cpu", threads=1, load=0.1, job_steps=big) == 8
     assert workers.resolve_workers(4, "cpu", threads=1, load=0.1, job_steps=small) == 4
+    monkeypatch.setattr(workers, "usable_cores", lambda: 16)  # the H100/H200 hosts
     assert workers.resolve_workers("auto", "cuda", threads=1, gpus=1) == \
         workers.CUDA_WORKERS_PER_GPU
     monkeypatch.setattr(workers, "usable_cores", lambda: 2)
@@ -251,3 +252,29 @@ def test_busy_cores_sees_a_core_busy_now():
         spin.kill()
         spin.wait()
     assert 0.6 <= busy <= (os.cpu_count() or 1)
+
+
+@pytest.mark.slow
+def test_a_store_refused_after_the_workers_started_stops_them_and_writes_nothing(tmp_path):
+    """The parent starts its workers before it checks the stores (their imports overlap its
+    own): an unreachable Optuna database is still one line and exit 2, with no store file
+    written and no worker left behind."""
+    marker = f"never-{os.getpid()}-{time.monotonic_ns()}"
+    args = [sys.executable, "-m", "pipeline", "-q", "tune", "--config", SMOKE,
+            "--storage", "postgresql://cellstudy@127.0.0.1:1/none", "--workers", "2",
+            "--study-name", marker]
+    done = subprocess.run(args, cwd=tmp_path, env=subprocess_env(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert not list(tmp_path.glob("*.db")) and not (tmp_path / "mlruns").exists()
+    left = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # a process that ended meanwhile
+            continue
+        if marker in text:
+            left.append(text)
+    assert not left, left
