@@ -244,14 +244,15 @@ def test_workers_logging_the_same_new_dataset_at_once_both_succeed(tracking_stor
         runs = [t.start_run(f"r{round_}-{i}") for i, t in enumerate(trackers)]
         barrier = threading.Barrier(2)
 
-        def log(t: Tracker, run_id: str) -> None:
+        def log(t: Tracker, run_id: str, x=x, barrier=barrier) -> None:
             barrier.wait()
             try:
                 t.log_datasets(run_id, {"val": (x, x)}, "validation")
             except BaseException as err:  # noqa: BLE001 - reported below
                 errors.append(err)
 
-        threads = [threading.Thread(target=log, args=(t, r)) for t, r in zip(trackers, runs)]
+        threads = [threading.Thread(target=log, args=(t, r))
+                   for t, r in zip(trackers, runs, strict=True)]
         for th in threads:
             th.start()
         for th in threads:
