@@ -15,11 +15,13 @@ and an ``flock`` on a file under the temp folder does the same there.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
 import os
 import tempfile
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,13 @@ class Storage:
 
         sqlalchemy.event.listen(engine, "connect", on_connect)
         engine.dispose()  # connections opened before the listener reconnect with it
+        # The process leaves without tearing down (pipeline/__main__.py), which would leave
+        # its connections open: SQLite then keeps the last commits in optuna.db-wal instead of
+        # folding them into optuna.db, and a copy of optuna.db alone lacks them. Closed at
+        # exit (before that last handler: atexit runs the later ones first); by a weak
+        # reference, so an engine dropped earlier (tests make hundreds) is not kept open.
+        ref = weakref.ref(engine)
+        atexit.register(lambda: (found := ref()) is not None and found.dispose())
 
 
 def check_storage_url(url: str) -> None:
