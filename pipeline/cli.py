@@ -274,9 +274,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if args.worker_index is not None:
             # The report's seed retrains and tutorial runs, shared out; the parent writes the
             # summary and the report, and finds them done.
-            from pipeline.report import share_seed_runs
+            from pipeline.report import share_report_runs
 
-            share_seed_runs(cfg, outcomes, tracker, job_run, args.worker_index,
+            share_report_runs(cfg, outcomes, tracker, job_run, args.worker_index,
                             args.worker_count)
             return 0
         table = summary_table(outcomes, cfg)

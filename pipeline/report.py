@@ -117,7 +117,7 @@ def _seed_run(tracker: Tracker, cfg: ExperimentConfig, seed: int, parent: str,
                    done.result.device, done.result.best_step)
 
 
-def share_seed_runs(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
+def share_report_runs(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
                     job_run_id: str, index: int, count: int) -> None:
     """In worker ``index`` of ``count``, once its studies are done: trains its share (every
     ``count``-th) of the report's seed retrains and then of its tutorial seed runs, so that N
