@@ -291,10 +291,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _warm_up(cfg: ExperimentConfig) -> None:
-    """What a worker does while it waits for the parent, off the job's critical path: the
-    modules its first store calls and its first trial would import (MLflow's and Optuna's SQL
-    stores, ``torch._dynamo`` for the first fused Adam: about 1 s each on the 2-core machine),
-    and the CUDA context."""
+    """What a worker does while it waits for the parent, off the job's critical path: torch,
+    MLflow and Optuna, then what its first store calls and its first trial would import
+    (MLflow's and Optuna's SQL stores, ``torch._dynamo`` for the first fused Adam: about 1 s
+    each on the 2-core machine), and the CUDA context."""
+    import pipeline.report  # noqa: F401 - the report's share of the runs
     from pipeline import tuning
     from pipeline.train import resolve_device, warm_up
 

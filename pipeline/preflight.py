@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from pipeline import storage
 from pipeline.config import (
     MAX_SEED,
     TUTORIAL_POINTS,
@@ -172,7 +173,7 @@ def _check_writable_file(field: str, path: Path) -> None:
 def check_storage_target(field: str, url: str) -> None:
     """A storage URL that names no database (``sqlite://``: in memory, gone when the process
     ends, invisible to other workers), or a file in a missing or read-only folder."""
-    scheme = url.split(":", 1)[0].split("+", 1)[0]
+    scheme = storage.scheme(url)
     if scheme == "sqlite":
         path = _sqlite_file(url)
         if path is None:
@@ -204,7 +205,7 @@ def check_tracking_target(uri: str | None = None) -> None:
 
 
 def _check_tracking_target(uri: str) -> None:
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
+    scheme = storage.scheme(uri).lower() if ":" in uri else ""
     if scheme == "sqlite":
         path = _sqlite_file(uri)
         if path is None:

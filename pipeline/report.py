@@ -79,6 +79,8 @@ REPORT_MD = "report.md"
 text."""
 REPORT_HTML = "report.html"
 """The same report as one page, figures embedded: the viewer shows it in a frame."""
+
+
 def _log_seeds(tracker: Tracker, run_id: str, runs: Sequence[Any], extra: Callable[[Any], dict]
                ) -> None:
     """Per-seed values as steps (step = seed), then each key's mean and interval."""
@@ -106,8 +108,7 @@ def _seed_run(tracker: Tracker, cfg: ExperimentConfig, seed: int, parent: str,
     found = tracker.finished_run(parent, key)
     if found:
         metrics, tags = tracker.metrics_and_tags(found)
-        return SeedRun(seed, metrics["val/mse_best"],
-                       {k: v for k, v in metrics.items() if k.startswith("test/")},
+        return SeedRun(seed, metrics["val/mse_best"], _test_scores(metrics),
                        metrics["train/seconds"], tags["device"], int(metrics["val/best_step"]))
     interrupts.check()  # between the report's runs: a safe point
     done = tracked_fit(tracker, cfg, name, val=val, parent_run_id=parent,
@@ -115,6 +116,11 @@ def _seed_run(tracker: Tracker, cfg: ExperimentConfig, seed: int, parent: str,
                        callbacks=[interrupts.callback], test_sets=sets, base=base)
     return SeedRun(seed, done.result.best_val, done.scores, done.result.seconds,
                    done.result.device, done.result.best_step)
+
+
+def _test_scores(metrics: dict[str, float]) -> dict[str, float]:
+    """A finished report run's test scores among its metrics (``score_sets``' ``test/...``)."""
+    return {k: v for k, v in metrics.items() if k.startswith("test/")}
 
 
 def share_report_runs(cfg: ExperimentConfig, outcomes: Sequence, tracker: Tracker,
@@ -227,8 +233,7 @@ def _tutorial_seed(tracker: Tracker, cfg: ExperimentConfig, seed: int, parent: s
     if found:
         metrics, _ = tracker.metrics_and_tags(found)
         return measure_tutorial(cfg, tutorial_windows(0, cfg.train.steps),
-                                tracker.load_array(found, REPLAY_PATH),
-                                {k: v for k, v in metrics.items() if k.startswith("test/")},
+                                tracker.load_array(found, REPLAY_PATH), _test_scores(metrics),
                                 metrics["train/seconds"], warmup)
     interrupts.check()  # between the report's runs: a safe point
     replayed: dict[str, Any] = {}

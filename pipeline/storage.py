@@ -97,14 +97,19 @@ class Storage:
         atexit.register(lambda: (found := ref()) is not None and found.dispose())
 
 
+def scheme(url: str) -> str:
+    """A store URL's database, without its driver: ``postgresql`` for
+    ``postgresql+psycopg2://...``."""
+    return url.split(":", 1)[0].split("+", 1)[0]
+
+
 def check_storage_url(url: str) -> None:
     """Refuses a storage URL whose scheme Optuna cannot open, before anything is created.
 
     Raises:
         ValueError: with a one-line message.
     """
-    scheme = url.split(":", 1)[0].split("+", 1)[0]
-    if ":" not in url or scheme not in STORAGE_SCHEMES:
+    if ":" not in url or scheme(url) not in STORAGE_SCHEMES:
         raise ValueError(f"unknown storage scheme in {mask_url(url)!r} "
                          f"(valid: {', '.join(s + '://' for s in STORAGE_SCHEMES)})")
 
@@ -183,7 +188,7 @@ def _key(name: str) -> int:
 
 
 def _is_postgres(url: str) -> bool:
-    return url.split(":", 1)[0].split("+", 1)[0] == "postgresql"
+    return scheme(url) == "postgresql"
 
 
 @contextlib.contextmanager

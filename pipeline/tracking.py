@@ -42,7 +42,7 @@ from mlflow.utils.mlflow_tags import (  # noqa: E402
     MLFLOW_RUN_NOTE,
 )
 
-from pipeline import secrets, serving  # noqa: E402
+from pipeline import secrets, serving, storage  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -675,14 +675,15 @@ Served: `mlflow models serve -m models:/{registered_name}@{alias} --env-manager 
 POST `{{"inputs": [[[0.0], [0.2], [0.39]]]}}` to `/invocations`."""
 
 
-SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+SERVER_SQL_SCHEMES = ("postgresql", "mysql", "mssql")
+"""Tracking URI schemes of a database server (MLflow's SQL store, reached over the network)."""
 
 
 def warm_up() -> None:
     """Imports MLflow's SQL stores when the tracking URI is a database (SQLAlchemy and
     alembic: about 0.7 s on the 2-core machine, 1 s under a profiler), so that a worker's
     first store call, made once the parent lets it go, does not (``cli._warm_up``)."""
-    if mlflow.get_tracking_uri().split(":", 1)[0].split("+", 1)[0] in SQL_SCHEMES:
+    if storage.scheme(mlflow.get_tracking_uri()) in ("sqlite", *SERVER_SQL_SCHEMES):
         # By name: an ``import mlflow.store...`` here would make ``mlflow`` a local name.
         importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
         importlib.import_module("mlflow.store.model_registry.sqlalchemy_store")
@@ -698,7 +699,7 @@ def check_tracking_reachable(timeout: int = 5) -> None:
     from urllib.parse import urlsplit
 
     uri = mlflow.get_tracking_uri()
-    if uri.split(":", 1)[0].split("+", 1)[0] in SQL_SCHEMES[1:]:
+    if storage.scheme(uri) in SERVER_SQL_SCHEMES:
         # MLflow's SQL store retries its first connection for minutes: one attempt, bounded.
         from pipeline.storage import check_storage_reachable
 

@@ -10,8 +10,8 @@ once they are done it writes the job report, once, and prints it.
 
     python -m pipeline tune --config experiments/default.yaml --workers auto
 
-Imports neither MLflow nor Optuna (but for the worker's ``wait_for_parent``): the display
-reads the studies through callables handed in by the caller.
+Imports neither MLflow nor Optuna: the display reads the studies, and a waiting worker warms
+up, through callables handed in by the caller.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ WORKER_FLAG = "--worker-index"
 """Hidden flag the parent gives each worker: its index (which cell it starts at) and the sign
 that a parent owns the job run, the display and the report."""
 COUNT_FLAG = "--worker-count"
-"""Hidden flag: how many workers there are (each trains its share of the report's seeds)."""
+"""Hidden flag: how many workers there are (each trains its share of the report's runs)."""
 CUDA_WORKERS_PER_GPU = 8
 """Workers per CUDA card for ``auto``. A default trial's graphed step is ~0.1 ms of the card,
 so a lone process leaves it idle while it does its bookkeeping (store writes, figures,
@@ -320,9 +320,9 @@ class Pool:
         _supervise(self.workers, progress)
 
 
-def wait_for_parent(warm_up: Callable[[], None] | None = None) -> None:
-    """In a worker: loads the heavy modules and runs ``warm_up`` (more imports, the CUDA
-    context: nothing that touches a store), then waits for the parent's job run id on stdin
+def wait_for_parent(warm_up: Callable[[], None]) -> None:
+    """In a worker: runs ``warm_up`` (the heavy imports, the CUDA context: nothing that
+    touches a store), then waits for the parent's job run id on stdin
     and names it the way ``mlflow run`` does (``MLFLOW_RUN_ID``), so that the worker neither
     creates nor ends the job run. Leaves quietly (exit 0) if the parent gave up first.
 
@@ -331,11 +331,7 @@ def wait_for_parent(warm_up: Callable[[], None] | None = None) -> None:
     after the go, each worker spent 1.15 s importing MLflow's SQL store and 1.07 s waiting on
     the store lock while the other did the same, and its first trial 1.3 s importing
     ``torch._dynamo`` for the fused Adam."""
-    import pipeline.report  # noqa: F401 - torch, MLflow and Optuna, while the parent works
-    import pipeline.tuning  # noqa: F401
-
-    if warm_up is not None:
-        warm_up()
+    warm_up()
     line = sys.stdin.readline().strip()
     if not line:
         raise SystemExit(0)
