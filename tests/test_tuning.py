@@ -280,7 +280,6 @@ def test_any_numeric_field_can_be_searched(tiny_cfg, tracker, tmp_path):
     assert champion.model.num_layers == outcome.best_params["model.num_layers"]
 
 
-
 @pytest.mark.parametrize("report_every, steps, reported", [
     (0, 40, [10, 20, 30, 40]),   # every validation
     (20, 40, [20, 40]),
