@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.train import fit  # noqa: E402
-from pipeline.tuning import Objective  # noqa: E402
+from pipeline.tuning import Objective, TrialSeededTPE  # noqa: E402
 
 SETTINGS = ((5, 100), (5, 250), (5, 300), (5, 500), (8, 250), (10, 500))
 """(n_startup_trials, n_warmup_steps) pairs replayed by default."""
@@ -41,7 +41,7 @@ SETTINGS = ((5, 100), (5, 250), (5, 300), (5, 500), (8, 250), (10, 500))
 def unpruned_study(cfg, cell: str, n_trials: int) -> list[dict]:
     """Every trial to the end; returns each one's params, curve and value, in order."""
     study = optuna.create_study(direction="minimize",
-                                sampler=optuna.samplers.TPESampler(seed=cfg.study.sampler_seed),
+                                sampler=TrialSeededTPE(cfg.study.sampler_seed),
                                 pruner=optuna.pruners.NopPruner())
     suggest = Objective(cfg, cell, None, "", None).suggest  # the job's own search space
     trials = []

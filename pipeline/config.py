@@ -288,7 +288,8 @@ class StudyConfig:
     """The nuisance parameters: dotted config path -> the range it is searched over. The path
     is also the Optuna param's, the trial run's MLflow param's and the report's name for it."""
     sampler_seed: int = 0
-    """Seed of the TPE sampler."""
+    """Seed of the TPE sampler; trial n draws from (seed, n), so that workers sharing a study
+    draw configurations of their own."""
     pruner_startup_trials: int = 5
     """Trials that run to the end before the median pruner may stop any."""
     pruner_warmup_steps: int = 100

@@ -111,7 +111,8 @@ def study_description(cfg: ExperimentConfig, cell: str, study_name: str,
     """A study run's description (Markdown): what it searches, and how it is scored."""
     space = {f"`{p}`": f"{b['low']:g} – {b['high']:g}" + (" (log)" if b["log"] else "")
              for p, b in search_space(cfg).items()}
-    return (f"**{cell} study** `{study_name}`: TPE (seed {cfg.study.sampler_seed}) over\n\n"
+    return (f"**{cell} study** `{study_name}`: TPE (seed {cfg.study.sampler_seed} and each "
+            "trial's number) over\n\n"
             f"{_md_table(space)}\n\n"
             f"{cfg.study.n_trials} trials, each scored by `{metric}` (the best validation MSE "
             "it reached; lower is better), pruned by the median rule. Its trials are nested "

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -147,13 +148,56 @@ def _opened(cfg: ExperimentConfig, storage: Storage | None) -> Storage:
     return storage
 
 
+class TrialSeededTPE(optuna.samplers.BaseSampler):
+    """Optuna's TPE sampler, its random draws seeded by (seed, trial number) instead of once
+    per process.
+
+    Why: every worker process builds its own sampler. Seeded alike, N workers drew the same
+    start-up configurations, so each was trained N times (`--workers 2`: 20 trials, 10
+    configurations). Optuna reseeds at random for its own threads for that reason
+    (optuna/optuna#4412); seeding each trial by its number keeps a one-worker study
+    reproducible and gives every trial of a shared study draws of its own. TPE proper
+    already keeps workers apart: its constant liar counts the running trials.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._tpe = optuna.samplers.TPESampler(seed=seed)
+
+    def for_trial(self, number: int) -> optuna.samplers.TPESampler:
+        """The TPE sampler that draws trial ``number``'s values."""
+        state = np.random.SeedSequence([self.seed, number]).generate_state(1)[0]
+        return optuna.samplers.TPESampler(seed=int(state))
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        # Optuna calls this first for every trial, then samples it on this thread.
+        self._tpe = self.for_trial(trial.number)
+        self._tpe.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study,
+                                    trial: FrozenTrial) -> dict[str, Any]:
+        return self._tpe.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, Any]) -> dict[str, Any]:
+        return self._tpe.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: Any) -> Any:
+        return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Any) -> None:
+        self._tpe.after_trial(study, trial, state, values)
+
+
 def open_study(cfg: ExperimentConfig, cell: str, storage: Storage | None = None) -> optuna.Study:
     """Creates the cell's study or loads it to resume; safe when workers race to create it."""
     kwargs = dict(
         study_name=f"{cfg.study.name}-{cell}",
         storage=_opened(cfg, storage).optuna,
         direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=cfg.study.sampler_seed),
+        sampler=TrialSeededTPE(cfg.study.sampler_seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=cfg.study.pruner_startup_trials,
                                            n_warmup_steps=cfg.study.pruner_warmup_steps),
     )

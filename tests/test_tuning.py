@@ -222,6 +222,30 @@ def test_same_config_twice_gives_the_same_trials(tiny_cfg, tracker, tmp_path):
     assert len(seen[0]) == 4 and seen[0] == seen[1]
 
 
+def test_workers_with_the_same_seed_draw_configurations_of_their_own():
+    """Each worker process builds the study's sampler from the same seed. Seeded per trial,
+    two workers asking in turn get distinct draws; and a study's n-th trial draws the same
+    values whichever worker runs it (one worker stays reproducible)."""
+    storage = optuna.storages.InMemoryStorage()
+    workers = [optuna.create_study(study_name="s", storage=storage, load_if_exists=True,
+                                   sampler=tuning.TrialSeededTPE(0)) for _ in range(2)]
+    asked = []
+    for i in range(6):  # within TPE's random start-up, where the seed alone decides
+        trial = workers[i % 2].ask()
+        asked.append((trial.suggest_int("h", 4, 128, log=True),
+                      trial.suggest_float("lr", 1e-3, 1e-1, log=True)))
+        workers[i % 2].tell(trial, float(i))
+    assert len(set(asked)) == len(asked), asked
+    alone = optuna.create_study(sampler=tuning.TrialSeededTPE(0))
+    again = []
+    for i in range(6):
+        trial = alone.ask()
+        again.append((trial.suggest_int("h", 4, 128, log=True),
+                      trial.suggest_float("lr", 1e-3, 1e-1, log=True)))
+        alone.tell(trial, float(i))
+    assert again == asked
+
+
 def test_registered_champion_meets_the_contract(tiny_cfg, tracker, tmp_path):
     cfg = tiny_cfg.replace({"study.storage": f"sqlite:///{tmp_path}/optuna.db",
                             "study.n_trials": 1})

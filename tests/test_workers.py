@@ -44,6 +44,11 @@ def _studies(tmp_path: Path) -> dict[str, optuna.Study]:
             for cell in CELLS}
 
 
+def _distinct_configs(study: optuna.Study) -> bool:
+    params = [tuple(sorted(t.params.items())) for t in study.trials]
+    return len(set(params)) == len(params)
+
+
 # -- choosing and starting workers (fast) -------------------------------------------------------
 
 @pytest.mark.parametrize("text, expected", [("auto", "auto"), ("", "auto"), ("3", 3)])
@@ -130,6 +135,7 @@ def test_two_workers_on_fresh_stores_do_the_job_exactly_once(tmp_path):
     for cell, study in _studies(tmp_path).items():
         assert len(study.trials) == 3, f"{cell}: exactly the configured trials, none over"
         assert all(t.state.is_finished() for t in study.trials)
+        assert _distinct_configs(study), f"{cell}: a configuration was trained twice"
     runs = _runs(tmp_path / "mlflow.db")
     levels = Counter(level for level, _ in runs)
     assert levels["job"] == 1 and levels["study"] == len(CELLS) and levels["trial"] == 9
@@ -168,6 +174,11 @@ def test_hand_started_workers_on_a_fresh_sqlite_store_all_succeed(tmp_path):
     runs = _runs(tmp_path / "mlflow.db")
     assert Counter(level for level, _ in runs)["job"] == 1
     assert not [r for r in runs if r[1] == "RUNNING"]
+    # Each process builds its own sampler from the same seed: the three used to draw the
+    # same first configuration and train it three times.
+    study = optuna.load_study(study_name="sin2cos-smoke-gru",
+                              storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len(study.trials) == 3 and _distinct_configs(study), study.trials
 
 
 def _wait_for_a_running_trial(db: Path, timeout: float = 180) -> None:
