@@ -682,11 +682,16 @@ SERVER_SQL_SCHEMES = ("postgresql", "mysql", "mssql")
 def warm_up() -> None:
     """Imports MLflow's SQL stores when the tracking URI is a database (SQLAlchemy and
     alembic: about 0.7 s on the 2-core machine, 1 s under a profiler), so that a worker's
-    first store call, made once the parent lets it go, does not (``cli._warm_up``)."""
+    first store call, made once the parent lets it go, does not (``cli._warm_up``); and maps
+    the installed distributions, which a champion's ``log_model`` would."""
     if storage.scheme(mlflow.get_tracking_uri()) in ("sqlite", *SERVER_SQL_SCHEMES):
         # By name: an ``import mlflow.store...`` here would make ``mlflow`` a local name.
         importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
         importlib.import_module("mlflow.store.model_registry.sqlalchemy_store")
+    # log_model checks the model's pip requirements against every installed distribution
+    # (importlib.metadata.packages_distributions: 2.5 s on the lent H200 host with its many
+    # packages), once a process: MLflow caches the map, and a waiting worker can fill it.
+    importlib.import_module("mlflow.utils.requirements_utils")._init_modules_to_packages_map()
 
 
 def check_tracking_reachable(timeout: int = 5) -> None:

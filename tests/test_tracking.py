@@ -229,6 +229,24 @@ def test_the_registered_models_description_says_its_contract_and_warm_up() -> No
     assert "first 2 points of a window are not scored" in model
 
 
+def test_warm_up_does_a_workers_first_store_and_model_log_work_ahead(tmp_path):
+    """In a fresh interpreter, as a worker waiting for the parent: the SQL store's modules
+    are imported and the installed-distribution map log_model consults is filled."""
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    probe = ("import sys; from pipeline import tracking; tracking.warm_up(); "
+             "from mlflow.utils import requirements_utils as r; "
+             "print('mlflow.store.tracking.sqlalchemy_store' in sys.modules, "
+             "'mlflow.store.model_registry.sqlalchemy_store' in sys.modules, "
+             "bool(r._MODULES_TO_PACKAGES) and 'torch' in r._MODULES_TO_PACKAGES)")
+    out = subprocess.run([sys.executable, "-c", probe], env=subprocess_env(tmp_path),
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["True", "True", "True"], out.stderr
+
+
 def test_workers_logging_the_same_new_dataset_at_once_both_succeed(tracking_store):
     """Measured on the H200 host: two workers reached their first tutorial runs together and
     one died on "UNIQUE constraint failed: datasets.experiment_id, datasets.name,
