@@ -275,17 +275,21 @@ def tracking_overhead(tmp: Path, n_trials: int, steps: int,
 
 def _worker(tmp: str, name: str, n_trials: int, steps: int, study_run: str,
             barrier: Any, active: bool, out: Any) -> None:
-    """One worker: imports and opens everything, waits at the barrier, then runs trials of the
-    shared study until it holds ``n_trials``."""
+    """One worker: imports, opens and warms up what a job's worker does before the go, waits
+    at the barrier, then runs trials of the shared study until it holds ``n_trials``."""
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
     import optuna
     import torch
 
-    from pipeline import tuning
+    from pipeline import train, tuning
     from pipeline.data import make_eval_set
     from pipeline.tracking import Tracker
 
     torch.set_num_threads(1)
+    # As `tune --workers` does while its workers wait (cli._warm_up): without it, each
+    # round's first trial imported torch._dynamo (1.3 s) inside the timed span.
+    tuning.warm_up()
+    train.warm_up(torch.device("cpu"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = _study_cfg(Path(tmp), n_trials, steps, name)
     tracker = Tracker("bench")

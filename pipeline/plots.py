@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, MultipleLocator
 
 from pipeline.data import Windows
 
@@ -54,6 +55,11 @@ def prediction_figure(ws: Windows, pred: np.ndarray, warmup: int, title: str,
         if not ws.stateful and i:
             ax.axvline(t[i, 0] - 0.5, color="0.6", lw=0.5, ls=":")
     ax.set_xlabel("t" if ws.t is not None else "point (windows laid end to end)")
+    if ws.t is None:  # a tick where each window starts
+        ax.xaxis.set_major_locator(MultipleLocator(ws.x.shape[1]))
+    # Half as many ticks as matplotlib's default: drawing ticks was half of this figure's
+    # rendering, which a trial's figure thread does on a core another worker trains on.
+    ax.yaxis.set_major_locator(MaxNLocator(5))
     ax.set_ylabel("cos t")
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize="small")

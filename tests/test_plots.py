@@ -32,6 +32,9 @@ def test_prediction_figure_draws_target_and_prediction_per_window(ws, tmp_path, 
     np.testing.assert_allclose(ax.lines[1].get_ydata(), ws.y[0, :, 0] * 0.5)
     assert _png(fig).startswith(b"\x89PNG")
     assert list(tmp_path.iterdir()) == []  # nothing written
+    seq_len = ws.x.shape[1]  # windows laid end to end: a tick where each one starts
+    inside = [t for t in ax.get_xticks() if 0 <= t <= 2 * seq_len]
+    assert inside == [0, seq_len, 2 * seq_len][:len(inside)] and len(inside) >= 2
 
 
 def test_comparison_figure_has_one_panel_per_set(ws):
