@@ -58,6 +58,24 @@ def _spans(tmp: Path, started: float | None = None) -> dict[str, Any]:
             for level, first, last, n in rows}
 
 
+def _configs(tmp: Path) -> dict[str, dict[str, int]]:
+    """Per study: its trials, and how many distinct configurations they trained (the same
+    number since 44a2a96; before it, workers seeded alike drew the same ones)."""
+    import sqlite3
+
+    with sqlite3.connect(tmp / "optuna.db") as conn:
+        rows = conn.execute(
+            "SELECT s.study_name, p.trial_id, p.param_name, p.param_value FROM trial_params p"
+            " JOIN trials t ON t.trial_id = p.trial_id JOIN studies s ON s.study_id = t.study_id"
+        ).fetchall()
+    trials: dict[str, dict[int, list]] = {}
+    for study, trial, name, value in rows:
+        trials.setdefault(study, {}).setdefault(trial, []).append((name, value))
+    return {study: {"trials": len(by_id),
+                    "distinct": len({tuple(sorted(p)) for p in by_id.values()})}
+            for study, by_id in trials.items()}
+
+
 ISSUE_TIME_JOB = ("--set", "train.steps=400", "--set", "train.schedule=constant",
                   "--set", "study.pruner_warmup_steps=100", "--set", "study.report_every=50")
 """The main job as it was when issue 8 set its 20-s goal (51 s then on the H200 host): 400
@@ -78,7 +96,7 @@ def main_job() -> dict[str, Any]:
             started = time.time()
             seconds = bench._timed(_tune(Path(tmp), *args, "--device", DEVICE), Path(tmp))
             out[key] = {"seconds": seconds, "workers_used": used, "args": list(args),
-                        "spans": _spans(Path(tmp), started)}
+                        "spans": _spans(Path(tmp), started), "configs": _configs(Path(tmp))}
         out.setdefault("value", seconds)
         _save("main_job", out)
     return out
