@@ -15,6 +15,7 @@ import contextlib
 import gc
 import logging
 import math
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -34,6 +35,15 @@ StepHook = Callable[[int, torch.Tensor], None]
 before the update); predictions are kept on eager steps only (not on CUDA-graph replays)."""
 
 log = logging.getLogger(__name__)
+
+_SEEDING = threading.Lock()
+"""torch's default generator is one per process: runs trained at once in threads (``tune
+--trials-at-once``) take turns to seed it and draw their initial weights, so that a run's
+weights depend on its seed alone."""
+_CAPTURING = threading.Lock()
+"""One CUDA graph capture at a time per process: ``torch.cuda.graph`` synchronizes the device
+and empties the allocator's cache before it captures, which must not happen inside another
+thread's capture."""
 
 
 class DivergedError(RuntimeError):
@@ -262,7 +272,11 @@ class StepRunner:
         # Gradients must be allocated inside the capture, from the graph's private pool.
         self.optimizer.zero_grad(set_to_none=True)
         try:
-            with torch.cuda.graph(graph):
+            # On the runner's own side stream (torch.cuda.graph's default capture stream is
+            # one for the whole process), erring only on this thread's unsafe calls: other
+            # threads go on training while this one captures.
+            with _CAPTURING, torch.cuda.graph(graph, stream=self._side,
+                                              capture_error_mode="thread_local"):
                 if self._index is None:
                     self._eager(static[0], static[1], None, skip)
                 else:
@@ -396,12 +410,29 @@ def fit(cfg: ExperimentConfig, callbacks: Iterable[Callback] = (),
         DivergedError: the training loss or the validation MSE is not finite.
         ValueError: ``train.cuda_graph=on`` where no graph can be used.
     """
+    device = resolve_device(cfg.train.device)
+    with _own_stream(device):
+        return _fit(cfg, device, list(callbacks), val, on_step, keep)
+
+
+def _own_stream(device: torch.device) -> contextlib.AbstractContextManager:
+    """On CUDA, a stream of the run's own: runs trained at once in threads (``tune
+    --trials-at-once``) then overlap on the card, instead of queuing on the default stream,
+    which waits for every other."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.cuda.stream(torch.cuda.Stream(device))
+
+
+def _fit(cfg: ExperimentConfig, device: torch.device, callbacks: list[Callback],
+         val: Windows | None, on_step: StepHook | None, keep: str) -> FitResult:
     tcfg, dcfg = cfg.train, cfg.data
-    device = resolve_device(tcfg.device)
     stateful = dcfg.protocol == "tutorial"
     graph = use_cuda_graph(tcfg.cuda_graph, device, stateful)
-    torch.manual_seed(tcfg.seed)
-    model = build_model(cfg.model).to(device)
+    with _SEEDING:
+        torch.manual_seed(tcfg.seed)
+        model = build_model(cfg.model)
+    model = model.to(device)
     optimizer = make_optimizer(model, tcfg.lr, graph)
     scheduler = make_scheduler(optimizer, tcfg)
     batch = 1 if stateful else tcfg.batch_size
@@ -411,7 +442,6 @@ def fit(cfg: ExperimentConfig, callbacks: Iterable[Callback] = (),
     runner = StepRunner(model, optimizer, tcfg.grad_clip, graph=graph,
                         strict=tcfg.cuda_graph == "on", batches=(xs, ys), lr_after=lr_after)
     val = val if val is not None else validation_set(dcfg)
-    callbacks = list(callbacks)
 
     best_val, best_step, best_state = math.inf, 0, None
     history: list[tuple[int, dict[str, float]]] = []

@@ -158,6 +158,41 @@ def test_scheduled_lr_reaches_the_graph_replays(tiny_cfg, extra):
 
 
 @needs_cuda
+def test_graphed_runs_trained_at_once_in_threads_match_runs_trained_alone(tiny_cfg):
+    """``tune --trials-at-once`` on a card: each thread's run on its own stream, the graphs
+    captured in turn while the other threads train. Each run gets what it gets alone, to
+    the graphs' tolerance, and every one was graphed."""
+    import threading
+
+    cfgs = [_cfg(tiny_cfg, cell, "cuda", **{"train.seed": seed, "train.steps": 60,
+                                            "train.cuda_graph": "on"})
+            for seed in range(2) for cell in CELLS]
+    alone = [fit(cfg) for cfg in cfgs]
+    together: list = [None] * len(cfgs)
+    errors: list = []
+    start = threading.Barrier(len(cfgs))
+
+    def run(i: int) -> None:
+        try:
+            start.wait(60)
+            together[i] = fit(cfgs[i])
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(cfgs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    for a, b in zip(alone, together, strict=True):
+        assert b.cuda_graph
+        assert b.best_val == pytest.approx(a.best_val, rel=1e-3, abs=1e-6)
+        for key, value in a.state_dict.items():
+            torch.testing.assert_close(b.state_dict[key], value, rtol=1e-3, atol=1e-5)
+
+
+@needs_cuda
 def test_cuda_run_matches_cpu_run_to_tolerance(tiny_cfg):
     cpu = fit(_cfg(tiny_cfg, "lstm"))
     gpu = fit(_cfg(tiny_cfg, "lstm", "cuda"))
