@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="worker processes sharing the studies; auto: one per idle core on a "
                            "CPU, "
                            f"{workers.CUDA_WORKERS_PER_GPU} per card on CUDA (default: 1)")
+    tune.add_argument("--trials-at-once", "--trials_at_once", default="1", metavar="N|auto",
+                      help="trials each worker process trains at once, each in a thread of its "
+                           "own; auto: the idle cores its workers leave on a CPU, 1 on CUDA "
+                           "(default: 1)")
     tune.add_argument(workers.WORKER_FLAG, dest="worker_index", type=int,
                       help=argparse.SUPPRESS)
     tune.add_argument(workers.COUNT_FLAG, dest="worker_count", type=int, default=1,
@@ -226,6 +230,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     try:  # the storage's scheme first: it needs no heavy import, so it is refused at once
         spec = workers.parse_workers(args.workers)
+        at_once_spec = workers.parse_workers(args.trials_at_once, "--trials-at-once")
         storage = Storage(cfg.study.storage)
     except ValueError as err:
         raise UsageError(str(err)) from None
@@ -234,10 +239,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
         workers.wait_for_parent(functools.partial(_warm_up, cfg))
     _preflight_input(cfg, "tune", registry=True)
     _setup_torch(cfg)
-    n = 1 if args.worker_index is not None else _n_workers(spec, cfg)
+    if args.worker_index is not None:  # the parent resolved both counts
+        n, at_once = 1, int(at_once_spec)
+    else:
+        n, at_once = _n_workers(spec, at_once_spec, cfg)
     # Started before the stores are checked and made: their imports (seconds each) overlap
     # the parent's; they touch no store before the parent hands them the job run.
-    pool = workers.Pool(args.argv, n) if n > 1 else None
+    pool = workers.Pool(args.argv, n, at_once) if n > 1 else None
     try:
         _preflight_stores(storage=cfg.study.storage, registry=True)
     except BaseException:
@@ -264,20 +272,37 @@ def cmd_tune(args: argparse.Namespace) -> int:
             log.info("%d workers, %d trials per study", n, cfg.study.n_trials)
             with contextlib.closing(progress):
                 pool.run(job_run, progress)
-        outcomes = []  # after N workers: each study is done, and only read back here
-        with workers.polling(progress) if n == 1 else contextlib.nullcontext():
-            for cell in workers.rotated(cfg.study.cells, args.worker_index):
+        from pipeline.report import share_report_runs
+
+        def work(index: int | None, count: int) -> list[tuning.StudyOutcome]:
+            """One worker's part: every cell's study, starting at its own cell, then (when
+            the job has several workers) its share of the report's seed retrains and
+            tutorial runs; the parent writes the summary and the report, and finds them
+            done."""
+            outcomes = []
+            for cell in workers.rotated(cfg.study.cells, index):
                 log.info("study %s-%s: %d trials in all", cfg.study.name, cell,
                          cfg.study.n_trials)
                 outcomes.append(tuning.run_study(cfg, cell, tracker, job_run, storage))
-        interrupts.check()  # a signal received during the last study's wrap-up
-        if args.worker_index is not None:
-            # The report's seed retrains and tutorial runs, shared out; the parent writes the
-            # summary and the report, and finds them done.
-            from pipeline.report import share_report_runs
+            interrupts.check()  # a signal received during the last study's wrap-up
+            if count > 1:
+                share_report_runs(cfg, outcomes, tracker, job_run, index or 0, count)
+            return outcomes
 
-            share_report_runs(cfg, outcomes, tracker, job_run, args.worker_index,
-                            args.worker_count)
+        # After N workers each study is done, and only read back here. A worker process's
+        # trials at once are workers too: thread t of process p is p * at_once + t.
+        first = (args.worker_index or 0) * at_once
+        count = args.worker_count * at_once if args.worker_index is not None else at_once
+        with workers.polling(progress) if n == 1 else contextlib.nullcontext():
+            if pool is None and at_once > 1:
+                log.info("%d trials at once, %d trials per study", at_once,
+                         cfg.study.n_trials)
+                outcomes = workers.run_in_threads(lambda t: work(first + t, count),
+                                                  at_once)[0]
+            else:
+                outcomes = work(args.worker_index, count if args.worker_index is not None else 1)
+        interrupts.check()
+        if args.worker_index is not None:
             return 0
         table = summary_table(outcomes, cfg)
         tracker.log_text(job_run, table, "summary.md")
@@ -303,7 +328,9 @@ def _warm_up(cfg: ExperimentConfig) -> None:
     warm_up(resolve_device(cfg.train.device))
 
 
-def _n_workers(spec: str | int, cfg: ExperimentConfig) -> int:
+def _n_workers(spec: str | int, at_once_spec: str | int, cfg: ExperimentConfig
+               ) -> tuple[int, int]:
+    """Worker processes, and trials each trains at once (``--workers``, ``--trials-at-once``)."""
     import torch
 
     from pipeline.train import resolve_device
@@ -311,9 +338,13 @@ def _n_workers(spec: str | int, cfg: ExperimentConfig) -> int:
     device = resolve_device(cfg.train.device).type
     steps = workers.job_steps(cfg.study.n_trials, len(cfg.study.cells), cfg.train.steps,
                               cfg.report.seeds)
-    return workers.resolve_workers(spec, device, cfg.train.threads,
-                                   torch.cuda.device_count() if device == "cuda" else 0,
-                                   job_steps=steps)
+    auto = workers.AUTO in (spec, at_once_spec) and device != "cuda"
+    load = workers.busy_cores() if auto else 0.0  # one sample for both counts
+    n = workers.resolve_workers(spec, device, cfg.train.threads,
+                                torch.cuda.device_count() if device == "cuda" else 0,
+                                load=load, job_steps=steps)
+    return n, workers.resolve_trials_at_once(at_once_spec, device, cfg.train.threads, n,
+                                             cfg.study.n_trials, load)
 
 
 def _progress(cfg: ExperimentConfig, storage: Any, enabled: bool) -> workers.Progress:

@@ -60,6 +60,13 @@ def deferred() -> Iterator[None]:
         _received.clear()
 
 
+def stop() -> None:
+    """Asks every thread of this process to stop at its next safe point, as SIGTERM would
+    (``workers.run_in_threads`` does, for the siblings of a thread that failed)."""
+    if not _received:
+        _received.append(signal.SIGTERM)
+
+
 def pending() -> signal.Signals | None:
     """The first signal received and not yet honored, or None."""
     return _received[0] if _received else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -611,6 +612,10 @@ def _register(cfg: ExperimentConfig, cell: str, study: optuna.Study, tracker: Tr
     return version, moved
 
 
+_PYPLOT = threading.Lock()
+"""Held while Optuna draws (through pyplot, one current figure per process)."""
+
+
 def study_figures(study: optuna.Study, cell: str = "") -> list[tuple[str, object]]:
     """Optuna's own matplotlib plots of the study, as (artifact path, figure), each titled
     with the cell and the study's metric (set by ``open_study``) on its value axis."""
@@ -632,7 +637,9 @@ def study_figures(study: optuna.Study, cell: str = "") -> list[tuple[str, object
         plots.append(("plots/param_importances.png",
                       lambda: ovm.plot_param_importances(study)))  # reads metric_names
     out = []
-    with warnings.catch_warnings():
+    # Optuna draws through pyplot, whose current figure is one per process: studies that end
+    # at once in threads (``tune --trials-at-once``) draw in turn.
+    with _PYPLOT, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # these plots are flagged experimental
         for path, make in plots:
             try:
@@ -642,7 +649,7 @@ def study_figures(study: optuna.Study, cell: str = "") -> list[tuple[str, object
                 continue
             out.append((path, _titled(axes, f"{cell} study" if cell else study.study_name,
                                       metric)))
-    plt.close("all")
+        plt.close("all")
     return out
 
 

@@ -48,7 +48,8 @@ def test_mlproject_entry_points():
     assert project["conda_env"] == "conda.yaml"
     points = project["entry_points"]
     assert {"main", "tune", "train", "evaluate"} <= set(points)
-    assert set(points["main"]["parameters"]) == {"n_trials", "cells", "device", "workers"}
+    assert set(points["main"]["parameters"]) == {"n_trials", "cells", "device", "workers",
+                                                 "trials_at_once"}
 
 
 def test_mlproject_parameters_are_typed_with_real_defaults():
@@ -63,10 +64,12 @@ def test_mlproject_parameters_are_typed_with_real_defaults():
     cfg = load_config(ROOT / "experiments" / "default.yaml")
     main = {k: v["default"] for k, v in points["main"]["parameters"].items()}
     assert "--config experiments/default.yaml" in points["main"]["command"]
-    # workers is how the job runs, not what it computes: no config field holds it.
+    # workers and trials_at_once are how the job runs, not what it computes: no config field
+    # holds them.
     assert main == {"n_trials": cfg.study.n_trials, "cells": ",".join(cfg.study.cells),
-                    "device": cfg.train.device, "workers": "auto"}
+                    "device": cfg.train.device, "workers": "auto", "trials_at_once": "auto"}
     assert "--workers {workers}" in points["main"]["command"]
+    assert "--trials-at-once {trials_at_once}" in points["main"]["command"]
     train = points["train"]["parameters"]
     assert (train["hidden_size"]["default"], train["lr"]["default"]) == (
         cfg.model.hidden_size, cfg.train.lr)

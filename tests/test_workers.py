@@ -1,13 +1,16 @@
 """``tune --workers N``: N processes sharing the studies on fresh SQLite stores, hand-started
-workers racing to create the stores, SIGTERM to the parent, and a failing worker."""
+workers racing to create the stores, SIGTERM to the parent, and a failing worker; and
+``--trials-at-once K``: K trials in threads of one process, the same way."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,7 +19,7 @@ import optuna
 import pytest
 from conftest import ROOT, reaped, subprocess_env
 
-from pipeline import cli, tuning, workers
+from pipeline import cli, interrupts, tuning, workers
 
 SMOKE = str(ROOT / "experiments" / "smoke.yaml")
 CELLS = ("rnn", "lstm", "gru")
@@ -93,6 +96,83 @@ def test_auto_is_one_worker_per_idle_core_on_a_cpu(monkeypatch):
     assert workers.resolve_workers("auto", "cuda", threads=1, gpus=1) == 2, "never above cores"
 
 
+def test_auto_trials_at_once_fill_the_cores_the_workers_leave(monkeypatch):
+    monkeypatch.setattr(workers, "usable_cores", lambda: 2)
+    # The peer's job on 2 idle cores: one process (too small for a second), two threads.
+    assert workers.resolve_trials_at_once("auto", "cpu", threads=1, workers=1, n_trials=10,
+                                          load=0.1) == 2
+    assert workers.resolve_trials_at_once("auto", "cpu", threads=1, workers=2, n_trials=20,
+                                          load=0.1) == 1, "the main job: a process per core"
+    assert workers.resolve_trials_at_once("auto", "cpu", threads=1, workers=1, n_trials=10,
+                                          load=1.2) == 1, "a busy core is not taken"
+    assert workers.resolve_trials_at_once("auto", "cpu", threads=2, workers=1, n_trials=10,
+                                          load=0.1) == 1, "torch threads count"
+    monkeypatch.setattr(workers, "usable_cores", lambda: 16)
+    assert workers.resolve_trials_at_once("auto", "cpu", threads=1, workers=1, n_trials=3,
+                                          load=0.0) == 3, "never more than a study's trials"
+    assert workers.resolve_trials_at_once("auto", "cuda", threads=1, workers=8, n_trials=20,
+                                          load=0.0) == 1, "not measured on a card yet"
+    assert workers.resolve_trials_at_once(4, "cpu", threads=1, workers=2, n_trials=1,
+                                          load=9.0) == 4, "a number is kept"
+
+
+def test_bad_trials_at_once_exits_2_before_any_store_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    code = cli.main(["tune", "--config", SMOKE, "--storage",
+                     f"sqlite:///{tmp_path / 'optuna.db'}", "--trials-at-once", "none"])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --trials-at-once takes 'auto' or a positive integer, got 'none'"]
+    assert not list(tmp_path.iterdir()), "nothing is written for bad input"
+
+
+def test_threads_return_their_results_in_order():
+    assert workers.run_in_threads(lambda i: i * i, 4) == [0, 1, 4, 9]
+
+
+def test_a_failing_thread_stops_its_siblings_and_its_error_is_raised():
+    """The sibling loops until told to stop at a safe point (as a trial does between
+    validations); the caller gets the failing thread's own error, not the stop."""
+    started = threading.Event()
+    stopped = []
+
+    def work(i):
+        if i == 0:
+            started.wait(10)
+            raise ValueError("worker thread 0 broke")
+        started.set()
+        try:
+            while True:
+                interrupts.check()
+                time.sleep(0.01)
+        except KeyboardInterrupt:
+            stopped.append(i)
+            raise
+
+    with interrupts.deferred(), pytest.raises(ValueError, match="thread 0 broke"):
+        workers.run_in_threads(work, 2)
+    assert stopped == [1]
+
+
+def test_a_signal_stops_every_thread_at_its_safe_point():
+    ready = threading.Barrier(3)
+
+    def work(i):
+        ready.wait(10)
+        while True:
+            interrupts.check()
+            time.sleep(0.01)
+
+    def signal_soon():
+        ready.wait(10)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    with interrupts.deferred(), pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        threading.Thread(target=signal_soon).start()
+        workers.run_in_threads(work, 2)
+
+
 def test_each_worker_starts_at_another_cell():
     firsts = [workers.rotated(CELLS, i)[0] for i in range(3)]
     assert sorted(firsts) == sorted(CELLS)
@@ -161,6 +241,44 @@ def test_two_workers_on_fresh_stores_do_the_job_exactly_once(tmp_path):
     assert sorted(v[0] for v in versions) == [f"sin2cos-{c}" for c in sorted(CELLS)]
 
 
+def _trial_spans(db: Path) -> list[tuple[int, int]]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT r.start_time, r.end_time FROM runs r JOIN tags t ON "
+                            "t.run_uuid = r.run_uuid AND t.key = 'cellstudy.level' "
+                            "AND t.value = 'trial'").fetchall()
+    conn.close()
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_workers", ["1", "2"])
+def test_trials_at_once_on_fresh_stores_do_the_job_exactly_once(tmp_path, n_workers):
+    """Two trials at once in each process (threads), alone or in each of two workers: the
+    same records as one at a time, and trials really overlap."""
+    done = subprocess.run(_tune(tmp_path, "--workers", n_workers, "--trials-at-once", "2",
+                                "--set", "report.seeds=2", "--set", "report.tutorial_seeds=1",
+                                "--set", "train.steps=300"),
+                          cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    for cell, study in _studies(tmp_path).items():
+        assert len(study.trials) == 3, f"{cell}: exactly the configured trials, none over"
+        assert all(t.state.is_finished() for t in study.trials)
+        assert _distinct_configs(study), f"{cell}: a configuration was trained twice"
+    runs = _runs(tmp_path / "mlflow.db")
+    levels = Counter(level for level, _ in runs)
+    assert levels["job"] == 1 and levels["study"] == len(CELLS) and levels["trial"] == 9
+    assert levels["seeds"] == len(CELLS) and levels["seed"] == 2 * len(CELLS)
+    assert levels["tutorial-seed"] == len(CELLS)
+    assert not [r for r in runs if r[1] in ("RUNNING", "FAILED")], runs  # pruned: KILLED
+    spans = sorted(_trial_spans(tmp_path / "mlflow.db"))
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(spans)), "no two trials ran at once"
+    assert done.stdout.count("## ") >= 1 and "already written" not in done.stdout
+    with sqlite3.connect(tmp_path / "mlflow.db") as conn:
+        versions = conn.execute("SELECT name FROM model_versions").fetchall()
+    assert sorted(v[0] for v in versions) == [f"sin2cos-{c}" for c in sorted(CELLS)]
+
+
 @pytest.mark.slow
 def test_hand_started_workers_on_a_fresh_sqlite_store_all_succeed(tmp_path):
     """MLflow's schema migration and the experiment's creation used to race: one of two
@@ -196,8 +314,10 @@ def _wait_for_a_running_trial(db: Path, timeout: float = 180) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_parent_leaves_nothing_running_and_a_rerun_finishes(tmp_path):
-    args = _tune(tmp_path, "--workers", "2", "--cells", "rnn,gru",
+@pytest.mark.parametrize("how", [("--workers", "2"), ("--trials-at-once", "2")],
+                         ids=["workers", "trials-at-once"])
+def test_sigterm_to_the_parent_leaves_nothing_running_and_a_rerun_finishes(tmp_path, how):
+    args = _tune(tmp_path, *how, "--cells", "rnn,gru",
                  "--set", "train.steps=3000", "--set", "train.eval_every=50")
     env = subprocess_env(tmp_path)
     parent = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
@@ -238,9 +358,9 @@ def test_a_failing_worker_fails_the_job_with_its_one_line_error(tmp_path, monkey
     line; the job run ends FAILED, nothing stays RUNNING."""
     real = workers.worker_argv
 
-    def argv(parent_argv, index):
+    def argv(parent_argv, index, at_once=1):
         extra = ["--set", "train.steps=-5"] if index == 1 else []
-        return [*real(parent_argv, index), *extra]
+        return [*real(parent_argv, index, at_once), *extra]
 
     monkeypatch.setattr(workers, "worker_argv", argv)
     monkeypatch.chdir(tmp_path)
