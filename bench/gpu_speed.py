@@ -81,7 +81,12 @@ ISSUE_TIME_JOB = ("--set", "train.steps=400", "--set", "train.schedule=constant"
 """The main job as it was when issue 8 set its 20-s goal (51 s then on the H200 host): 400
 steps a trial at a constant lr; since issue 9 a trial is 3000 steps, 7.5 times the training."""
 MAIN_RUNS = {"auto": ("--workers", "auto"), "1": ("--workers", "1"),
-             "8": ("--workers", "8"), "issue_time_auto": ("--workers", "auto", *ISSUE_TIME_JOB)}
+             "8": ("--workers", "8"), "issue_time_auto": ("--workers", "auto", *ISSUE_TIME_JOB),
+             # Several trials per process, each thread on its own stream (one CUDA context,
+             # so their replays can overlap, where processes take turns on the card).
+             "2x4": ("--workers", "2", "--trials-at-once", "4"),
+             "4x4": ("--workers", "4", "--trials-at-once", "4"),
+             "1x8": ("--workers", "1", "--trials-at-once", "8")}
 
 
 def main_job() -> dict[str, Any]:

@@ -74,14 +74,16 @@ def job_seconds(config: str, extra: list[str] | None = None,
     user waits for, imports and the new store's schema included."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
+        # As the MLproject's entry points run it: auto for both counts.
         cmd = [sys.executable, "-m", "pipeline", "-q", "tune", "--config", str(ROOT / config),
                "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--workers", workers,
-               *(extra or [])]
+               "--trials-at-once", "auto", *(extra or [])]
         # auto reads the load: before the job, as the job does
         used = _workers_used(workers, _job_steps(ROOT / config))
+        at_once = _trials_at_once_used(used, _n_trials(ROOT / config))
         seconds = _timed(cmd, tmp_path)
     return {"value": seconds, "config": config, "fresh_store": True, "workers": workers,
-            "workers_used": used}
+            "workers_used": used, "trials_at_once_used": at_once}
 
 
 def _workers_used(spec: str, job_steps: int | None = None) -> int:
@@ -94,6 +96,22 @@ def _workers_used(spec: str, job_steps: int | None = None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return resolve_workers(parse_workers(spec), device, 1, torch.cuda.device_count(),
                            job_steps=job_steps)
+
+
+def _trials_at_once_used(workers_used: int, n_trials: int) -> int:
+    """What ``--trials-at-once auto`` resolves to here, now, beside ``workers_used``."""
+    import torch
+
+    from pipeline.workers import busy_cores, resolve_trials_at_once
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_trials_at_once("auto", device, 1, workers_used, n_trials, busy_cores())
+
+
+def _n_trials(config: Path) -> int:
+    from pipeline.config import load_config
+
+    return load_config(config).study.n_trials
 
 
 def _job_steps(config: Path) -> int:
@@ -137,7 +155,8 @@ def peer_speedup(rounds: int, workers: str = "auto") -> dict[str, Any]:
                 "--steps", str(PEER_STEPS), "--device", device]
     ours_cmd = [sys.executable, "-m", "pipeline", "-q", "tune", "--config",
                 str(ROOT / "experiments" / "default.yaml"), "--cells", CELL,
-                "--n-trials", str(PEER_TRIALS), "--workers", workers, "--device", device,
+                "--n-trials", str(PEER_TRIALS), "--workers", workers,
+                "--trials-at-once", "auto", "--device", device,
                 "--set", f"train.steps={PEER_STEPS}",
                 "--set", f"study.pruner_startup_trials={PEER_TRIALS + 1}",
                 "--set", "report.seeds=1", "--set", "report.tutorial_seeds=0",
@@ -147,17 +166,19 @@ def peer_speedup(rounds: int, workers: str = "auto") -> dict[str, Any]:
                 "--set", "study.space.model.hidden_size.high=128",
                 "--set", "study.space.train.lr.high=0.1",
                 "--set", "train.schedule=constant", "--set", "train.eval_every=25"]
-    peer, ours, used = [], [], []
+    peer, ours, used, at_once = [], [], [], []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
             peer.append(_timed(peer_cmd, Path(tmp)))
         with tempfile.TemporaryDirectory() as tmp:
             used.append(_workers_used(workers, job_steps(PEER_TRIALS, 1, PEER_STEPS, 1)))
+            at_once.append(_trials_at_once_used(used[-1], PEER_TRIALS))
             ours.append(_timed([*ours_cmd, "--storage", f"sqlite:///{Path(tmp) / 'optuna.db'}"],
                                Path(tmp)))
     return {"value": statistics.median(peer) / statistics.median(ours), "goal": ">= 5",
             "device": device, "rounds": rounds, "trials": PEER_TRIALS, "steps": PEER_STEPS,
             "batch": 64, "cell": CELL, "workers": workers, "workers_used": used,
+            "trials_at_once_used": at_once,
             "peer_seconds": peer, "cellstudy_seconds": ours}
 
 
