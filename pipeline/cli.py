@@ -256,7 +256,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     tuning.configure_logs(args.quiet)
     from pipeline.render import summary_table
-    from pipeline.report import job_report
+    from pipeline.report import share_report_runs
     from pipeline.tracking import Tracker
 
     tracker = Tracker(cfg.tracking.experiment, entry_point="python -m pipeline tune")
@@ -272,27 +272,26 @@ def cmd_tune(args: argparse.Namespace) -> int:
             log.info("%d workers, %d trials per study", n, cfg.study.n_trials)
             with contextlib.closing(progress):
                 pool.run(job_run, progress)
-        from pipeline.report import share_report_runs
+        pooled = args.worker_index is not None
 
         def work(index: int | None, count: int) -> list[tuning.StudyOutcome]:
-            """One worker's part: every cell's study, starting at its own cell, then (when
-            the job has several workers) its share of the report's seed retrains and
-            tutorial runs; the parent writes the summary and the report, and finds them
-            done."""
+            """One worker's part: every cell's study, starting at its own cell, then (a
+            worker of a parent's pool) its share of the report's seed retrains and tutorial
+            runs; the parent writes the summary and the report, and finds them done."""
             outcomes = []
             for cell in workers.rotated(cfg.study.cells, index):
                 log.info("study %s-%s: %d trials in all", cfg.study.name, cell,
                          cfg.study.n_trials)
                 outcomes.append(tuning.run_study(cfg, cell, tracker, job_run, storage))
             interrupts.check()  # a signal received during the last study's wrap-up
-            if count > 1:
+            if pooled:
                 share_report_runs(cfg, outcomes, tracker, job_run, index or 0, count)
             return outcomes
 
         # After N workers each study is done, and only read back here. A worker process's
         # trials at once are workers too: thread t of process p is p * at_once + t.
         first = (args.worker_index or 0) * at_once
-        count = args.worker_count * at_once if args.worker_index is not None else at_once
+        count = args.worker_count * at_once
         with workers.polling(progress) if n == 1 else contextlib.nullcontext():
             if pool is None and at_once > 1:
                 log.info("%d trials at once, %d trials per study", at_once,
@@ -300,19 +299,33 @@ def cmd_tune(args: argparse.Namespace) -> int:
                 outcomes = workers.run_in_threads(lambda t: work(first + t, count),
                                                   at_once)[0]
             else:
-                outcomes = work(args.worker_index, count if args.worker_index is not None else 1)
+                outcomes = work(args.worker_index, count)
         interrupts.check()
-        if args.worker_index is not None:
+        if pooled:
             return 0
         table = summary_table(outcomes, cfg)
         tracker.log_text(job_run, table, "summary.md")
         # Baselines, seed retrains of each champion, the tutorial's claims: report.md; written
         # by one worker of N (the others print the summary).
-        report = tuning.report_once(cfg, storage,
-                                    lambda: job_report(cfg, outcomes, tracker, job_run))
+        report = tuning.report_once(cfg, storage, functools.partial(
+            _job_report, cfg, outcomes, tracker, job_run, at_once if pool is None else 1))
     print(report or f"{table}\nThe job report (report.md on run {job_run}) was already "
                     "written, by another worker or an earlier run.")
     return 0
+
+
+def _job_report(cfg: ExperimentConfig, outcomes: list, tracker: Any, job_run: str,
+                at_once: int) -> str:
+    """The job report, by the one process that writes it (``tuning.report_once``). With
+    trials at once and no pool, this process's threads first train the report's runs between
+    them, inside the report's turn: shared outside it, processes started by hand with
+    ``--trials-at-once`` would each train them all at the same moment."""
+    from pipeline.report import job_report, share_report_runs
+
+    if at_once > 1:
+        workers.run_in_threads(lambda t: share_report_runs(cfg, outcomes, tracker, job_run, t,
+                                                           at_once), at_once)
+    return job_report(cfg, outcomes, tracker, job_run)
 
 
 def _warm_up(cfg: ExperimentConfig) -> None:

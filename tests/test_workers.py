@@ -299,6 +299,25 @@ def test_hand_started_workers_on_a_fresh_sqlite_store_all_succeed(tmp_path):
     assert len(study.trials) == 3 and _distinct_configs(study), study.trials
 
 
+@pytest.mark.slow
+def test_hand_started_workers_with_trials_at_once_train_the_reports_runs_once(tmp_path):
+    """Each hand-started process trains the report's runs in its threads only in its turn
+    to write the report, so two processes finishing together do not both train them."""
+    env = subprocess_env(tmp_path)
+    args = _tune(tmp_path, "--cells", "gru", "--trials-at-once", "2", "--set",
+                 "train.steps=40", "--set", "report.seeds=2", "--set", "report.tutorial_seeds=2",
+                 quiet=True)
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(outputs)
+    runs = _runs(tmp_path / "mlflow.db")
+    levels = Counter(level for level, _ in runs)
+    assert levels["job"] == 1 and levels["trial"] == 3
+    assert levels["seed"] == 2 and levels["tutorial-seed"] == 2, levels
+    assert not [r for r in runs if r[1] in ("RUNNING", "FAILED")], runs
+
+
 def _wait_for_a_running_trial(db: Path, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
