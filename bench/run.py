@@ -80,7 +80,7 @@ def job_seconds(config: str, extra: list[str] | None = None,
                "--trials-at-once", "auto", *(extra or [])]
         # auto reads the load: before the job, as the job does
         used = _workers_used(workers, _job_steps(ROOT / config))
-        at_once = _trials_at_once_used(used, _n_trials(ROOT / config))
+        at_once = _trials_at_once_used(used, _n_trials(ROOT / config), _job_steps(ROOT / config))
         seconds = _timed(cmd, tmp_path)
     return {"value": seconds, "config": config, "fresh_store": True, "workers": workers,
             "workers_used": used, "trials_at_once_used": at_once}
@@ -98,14 +98,15 @@ def _workers_used(spec: str, job_steps: int | None = None) -> int:
                            job_steps=job_steps)
 
 
-def _trials_at_once_used(workers_used: int, n_trials: int) -> int:
+def _trials_at_once_used(workers_used: int, n_trials: int, job_steps: int) -> int:
     """What ``--trials-at-once auto`` resolves to here, now, beside ``workers_used``."""
     import torch
 
     from pipeline.workers import busy_cores, resolve_trials_at_once
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return resolve_trials_at_once("auto", device, 1, workers_used, n_trials, busy_cores())
+    return resolve_trials_at_once("auto", device, 1, workers_used, n_trials, busy_cores(),
+                                  job_steps=job_steps)
 
 
 def _n_trials(config: Path) -> int:
@@ -172,7 +173,8 @@ def peer_speedup(rounds: int, workers: str = "auto") -> dict[str, Any]:
             peer.append(_timed(peer_cmd, Path(tmp)))
         with tempfile.TemporaryDirectory() as tmp:
             used.append(_workers_used(workers, job_steps(PEER_TRIALS, 1, PEER_STEPS, 1)))
-            at_once.append(_trials_at_once_used(used[-1], PEER_TRIALS))
+            at_once.append(_trials_at_once_used(used[-1], PEER_TRIALS,
+                                                job_steps(PEER_TRIALS, 1, PEER_STEPS, 1)))
             ours.append(_timed([*ours_cmd, "--storage", f"sqlite:///{Path(tmp) / 'optuna.db'}"],
                                Path(tmp)))
     return {"value": statistics.median(peer) / statistics.median(ours), "goal": ">= 5",

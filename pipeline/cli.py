@@ -357,7 +357,7 @@ def _n_workers(spec: str | int, at_once_spec: str | int, cfg: ExperimentConfig
                                 torch.cuda.device_count() if device == "cuda" else 0,
                                 load=load, job_steps=steps)
     return n, workers.resolve_trials_at_once(at_once_spec, device, cfg.train.threads, n,
-                                             cfg.study.n_trials, load)
+                                             cfg.study.n_trials, load, job_steps=steps)
 
 
 def _progress(cfg: ExperimentConfig, storage: Any, enabled: bool) -> workers.Progress:

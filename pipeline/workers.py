@@ -52,6 +52,14 @@ STEPS_PER_CPU_WORKER = 10_000
 2-core machine, ``auto`` then giving 2 workers to every job: the main job (180 000 steps) 317 s
 against 596 s with one worker, but the benchmark's peer job (3 300 steps) 22.5-24.2 s against
 21.9-22.0 s and the smoke job 23.1 s against 16.8 s."""
+STEPS_PER_CPU_THREAD = 1_500
+"""Training steps a job must hold for each trial at once ``auto`` gives a CPU worker: a
+thread has no start-up of its own, but threads share one interpreter, and in a job of short
+trials their bookkeeping (store writes, figures, the studies' wrap-up) only queues on it.
+Measured on the idle 2-core machine, three interleaved rounds each: the peer job (3 300
+steps) 17.1 s with two at once against 19.7-20.8 s with one, the smoke job (450 steps)
+17.5-19.2 s against 15.8-16.0 s. A rule of thumb between those two jobs, not a measured
+crossover."""
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 60.0
 """How long stopped workers get to end their runs before they are killed."""
@@ -128,7 +136,7 @@ def resolve_workers(spec: str | int, device: str, threads: int, gpus: int = 0,
 
 
 def resolve_trials_at_once(spec: str | int, device: str, threads: int, workers: int,
-                           n_trials: int, load: float) -> int:
+                           n_trials: int, load: float, job_steps: int | None = None) -> int:
     """How many trials each worker process trains at once (``--trials-at-once``), each in a
     thread of its own.
 
@@ -139,23 +147,26 @@ def resolve_trials_at_once(spec: str | int, device: str, threads: int, workers: 
         workers: worker processes (``resolve_workers``).
         n_trials: trials per study.
         load: how many cores are busy (``busy_cores``), sampled when the workers were counted.
+        job_steps: the training steps the job holds (``job_steps``); no limit when None.
 
     Returns:
         ``spec`` itself when a number. For ``auto`` on a CPU, the idle cores the worker
-        processes leave, shared among them (at least one trial each, at most ``n_trials``):
-        a thread costs no start-up of its own (no imports, no store to open, no second
-        optimizer warm-up), so it pays where a second process does not. Measured on the idle
-        2-core machine, the benchmark's peer job (10 trials of 300 steps, where ``auto``
-        starts one process): 19.7-21.1 s with one trial at a time, 15.3-17.2 s with two.
-        On CUDA, 1: several trials on one card, each on its own stream, are not measured yet.
+        processes leave, shared among them (at least one trial each, at most ``n_trials``),
+        and no more than one per ``STEPS_PER_CPU_THREAD`` steps of the job in all: a thread
+        costs no start-up of its own (no imports, no store to open, no second optimizer
+        warm-up), so it pays where a second process does not, if the trials are long enough
+        to train side by side. On CUDA, 1: several trials on one card, each on its own
+        stream, are not measured yet.
     """
     if spec != AUTO:
         return int(spec)
     if device == "cuda":
         return 1
     idle = int(usable_cores() - load + 0.5)
-    share = idle // max(1, threads) // max(1, workers)
-    return max(1, min(share, n_trials))
+    share = min(idle // max(1, threads) // max(1, workers), n_trials)
+    if job_steps is not None:
+        share = min(share, job_steps // STEPS_PER_CPU_THREAD // max(1, workers))
+    return max(1, share)
 
 
 def run_in_threads(work: Callable[[int], Any], count: int) -> list[Any]:

@@ -107,6 +107,13 @@ def test_auto_trials_at_once_fill_the_cores_the_workers_leave(monkeypatch):
                                           load=1.2) == 1, "a busy core is not taken"
     assert workers.resolve_trials_at_once("auto", "cpu", threads=2, workers=1, n_trials=10,
                                           load=0.1) == 1, "torch threads count"
+    peer = workers.job_steps(n_trials=10, cells=1, steps=300, seeds=1)
+    smoke = workers.job_steps(n_trials=3, cells=3, steps=30, seeds=2)
+    assert workers.resolve_trials_at_once("auto", "cpu", threads=1, workers=1, n_trials=10,
+                                          load=0.1, job_steps=peer) == 2
+    assert workers.resolve_trials_at_once("auto", "cpu", threads=1, workers=1, n_trials=3,
+                                          load=0.1, job_steps=smoke) == 1, \
+        "short trials' bookkeeping only queues on one interpreter"
     monkeypatch.setattr(workers, "usable_cores", lambda: 16)
     assert workers.resolve_trials_at_once("auto", "cpu", threads=1, workers=1, n_trials=3,
                                           load=0.0) == 3, "never more than a study's trials"
