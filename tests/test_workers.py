@@ -52,6 +52,19 @@ def _distinct_configs(study: optuna.Study) -> bool:
     return len(set(params)) == len(params)
 
 
+def _each_study_done_once(tmp_path: Path) -> tuple[list[tuple[str, str]], Counter]:
+    """Checks the smoke job's three studies (3 trials each, none over, no configuration
+    twice) and its one job run; returns the runs and their count per level."""
+    for cell, study in _studies(tmp_path).items():
+        assert len(study.trials) == 3, f"{cell}: exactly the configured trials, none over"
+        assert all(t.state.is_finished() for t in study.trials)
+        assert _distinct_configs(study), f"{cell}: a configuration was trained twice"
+    runs = _runs(tmp_path / "mlflow.db")
+    levels = Counter(level for level, _ in runs)
+    assert levels["job"] == 1 and levels["study"] == len(CELLS) and levels["trial"] == 9
+    return runs, levels
+
+
 # -- choosing and starting workers (fast) -------------------------------------------------------
 
 @pytest.mark.parametrize("text, expected", [("auto", "auto"), ("", "auto"), ("3", 3)])
@@ -65,14 +78,16 @@ def test_bad_workers_flag_is_refused_in_one_line(text):
         workers.parse_workers(text)
 
 
-def test_bad_workers_flag_exits_2_before_any_store_is_written(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("flag, value", [("--workers", "0"), ("--trials-at-once", "none")])
+def test_bad_count_flag_exits_2_before_any_store_is_written(tmp_path, monkeypatch, capsys,
+                                                            flag, value):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     code = cli.main(["tune", "--config", SMOKE, "--storage",
-                     f"sqlite:///{tmp_path / 'optuna.db'}", "--workers", "0"])
+                     f"sqlite:///{tmp_path / 'optuna.db'}", flag, value])
     assert code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "error: --workers takes 'auto' or a positive integer, got '0'"]
+        f"error: {flag} takes 'auto' or a positive integer, got '{value}'"]
     assert not list(tmp_path.iterdir()), "nothing is written for bad input"
 
 
@@ -121,17 +136,6 @@ def test_auto_trials_at_once_fill_the_cores_the_workers_leave(monkeypatch):
                                           load=0.0) == 1, "not measured on a card yet"
     assert workers.resolve_trials_at_once(4, "cpu", threads=1, workers=2, n_trials=1,
                                           load=9.0) == 4, "a number is kept"
-
-
-def test_bad_trials_at_once_exits_2_before_any_store_is_written(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    code = cli.main(["tune", "--config", SMOKE, "--storage",
-                     f"sqlite:///{tmp_path / 'optuna.db'}", "--trials-at-once", "none"])
-    assert code == 2
-    assert capsys.readouterr().err.strip().splitlines() == [
-        "error: --trials-at-once takes 'auto' or a positive integer, got 'none'"]
-    assert not list(tmp_path.iterdir()), "nothing is written for bad input"
 
 
 def test_threads_return_their_results_in_order():
@@ -219,13 +223,7 @@ def test_two_workers_on_fresh_stores_do_the_job_exactly_once(tmp_path):
     # every commit is in optuna.db itself, none left behind in a write-ahead log (checked
     # before this test opens the study and makes one of its own).
     assert not list(tmp_path.glob("*.db-wal")) and not list(tmp_path.glob("*.db-shm"))
-    for cell, study in _studies(tmp_path).items():
-        assert len(study.trials) == 3, f"{cell}: exactly the configured trials, none over"
-        assert all(t.state.is_finished() for t in study.trials)
-        assert _distinct_configs(study), f"{cell}: a configuration was trained twice"
-    runs = _runs(tmp_path / "mlflow.db")
-    levels = Counter(level for level, _ in runs)
-    assert levels["job"] == 1 and levels["study"] == len(CELLS) and levels["trial"] == 9
+    runs, levels = _each_study_done_once(tmp_path)
     assert levels["seeds"] == len(CELLS), "the report's retrains ran once, not once per worker"
     assert levels["seed"] == 2 * len(CELLS), "each seed retrain once, by one worker"
     with sqlite3.connect(tmp_path / "mlflow.db") as conn:
@@ -268,13 +266,7 @@ def test_trials_at_once_on_fresh_stores_do_the_job_exactly_once(tmp_path, n_work
                           cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    for cell, study in _studies(tmp_path).items():
-        assert len(study.trials) == 3, f"{cell}: exactly the configured trials, none over"
-        assert all(t.state.is_finished() for t in study.trials)
-        assert _distinct_configs(study), f"{cell}: a configuration was trained twice"
-    runs = _runs(tmp_path / "mlflow.db")
-    levels = Counter(level for level, _ in runs)
-    assert levels["job"] == 1 and levels["study"] == len(CELLS) and levels["trial"] == 9
+    runs, levels = _each_study_done_once(tmp_path)
     assert levels["seeds"] == len(CELLS) and levels["seed"] == 2 * len(CELLS)
     assert levels["tutorial-seed"] == len(CELLS)
     assert not [r for r in runs if r[1] in ("RUNNING", "FAILED")], runs  # pruned: KILLED
