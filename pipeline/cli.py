@@ -89,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                            f"{workers.CUDA_WORKERS_PER_GPU} per card on CUDA (default: 1)")
     tune.add_argument("--trials-at-once", "--trials_at_once", default="1", metavar="N|auto",
                       help="trials each worker process trains at once, each in a thread of its "
-                           "own; auto: the idle cores its workers leave on a CPU, 1 on CUDA "
-                           "(default: 1)")
+                           "own; auto: the idle cores its workers leave on a CPU, one per "
+                           f"{workers.STEPS_PER_CPU_THREAD} training steps of the job at most; "
+                           "1 on CUDA (default: 1)")
     tune.add_argument(workers.WORKER_FLAG, dest="worker_index", type=int,
                       help=argparse.SUPPRESS)
     tune.add_argument(workers.COUNT_FLAG, dest="worker_count", type=int, default=1,
