@@ -96,7 +96,7 @@ def main_job() -> dict[str, Any]:
     out: dict[str, Any] = {"goal": "auto <= 20 s"}
     for key in os.environ.get("GPU_SPEED_MAIN_RUNS", "auto 1").split():
         args = MAIN_RUNS[key]
-        used = bench._workers_used(args[1])
+        used = bench._counts_used(args[1], *bench._job_size(Path(DEFAULT)))[0]
         with tempfile.TemporaryDirectory() as tmp:
             started = time.time()
             seconds = bench._timed(_tune(Path(tmp), *args, "--device", DEVICE), Path(tmp))

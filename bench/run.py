@@ -79,50 +79,37 @@ def job_seconds(config: str, extra: list[str] | None = None,
                "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--workers", workers,
                "--trials-at-once", "auto", *(extra or [])]
         # auto reads the load: before the job, as the job does
-        used = _workers_used(workers, _job_steps(ROOT / config))
-        at_once = _trials_at_once_used(used, _n_trials(ROOT / config), _job_steps(ROOT / config))
+        used, at_once = _counts_used(workers, *_job_size(ROOT / config))
         seconds = _timed(cmd, tmp_path)
     return {"value": seconds, "config": config, "fresh_store": True, "workers": workers,
             "workers_used": used, "trials_at_once_used": at_once}
 
 
-def _workers_used(spec: str, job_steps: int | None = None) -> int:
-    """What ``--workers spec`` resolves to here, now, for a job of ``job_steps`` training steps
-    (``auto`` samples the busy cores and weighs the job's size)."""
+def _counts_used(spec: str, job_steps: int, n_trials: int) -> tuple[int, int]:
+    """What ``--workers spec --trials-at-once auto`` resolve to here, now, for a job of
+    ``job_steps`` training steps and ``n_trials`` per study: one sample of the busy cores for
+    both, as ``cli._n_workers`` takes."""
     import torch
 
-    from pipeline.workers import parse_workers, resolve_workers
+    from pipeline import workers as w
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return resolve_workers(parse_workers(spec), device, 1, torch.cuda.device_count(),
-                           job_steps=job_steps)
+    load = w.busy_cores() if device == "cpu" else 0.0
+    used = w.resolve_workers(w.parse_workers(spec), device, 1, torch.cuda.device_count(),
+                             load=load, job_steps=job_steps)
+    return used, w.resolve_trials_at_once(w.AUTO, device, 1, used, n_trials, load,
+                                          job_steps=job_steps)
 
 
-def _trials_at_once_used(workers_used: int, n_trials: int, job_steps: int) -> int:
-    """What ``--trials-at-once auto`` resolves to here, now, beside ``workers_used``."""
-    import torch
-
-    from pipeline.workers import busy_cores, resolve_trials_at_once
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return resolve_trials_at_once("auto", device, 1, workers_used, n_trials, busy_cores(),
-                                  job_steps=job_steps)
-
-
-def _n_trials(config: Path) -> int:
-    from pipeline.config import load_config
-
-    return load_config(config).study.n_trials
-
-
-def _job_steps(config: Path) -> int:
-    """The training steps of ``tune --config config``, as the job counts them for ``auto``."""
+def _job_size(config: Path) -> tuple[int, int]:
+    """(training steps, trials per study) of ``tune --config config``, as ``auto`` counts
+    them."""
     from pipeline.config import load_config
     from pipeline.workers import job_steps
 
     cfg = load_config(config)
-    return job_steps(cfg.study.n_trials, len(cfg.study.cells), cfg.train.steps,
-                     cfg.report.seeds)
+    return (job_steps(cfg.study.n_trials, len(cfg.study.cells), cfg.train.steps,
+                      cfg.report.seeds), cfg.study.n_trials)
 
 
 def _timed(cmd: list[str], tmp: Path) -> float:
@@ -172,9 +159,9 @@ def peer_speedup(rounds: int, workers: str = "auto") -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             peer.append(_timed(peer_cmd, Path(tmp)))
         with tempfile.TemporaryDirectory() as tmp:
-            used.append(_workers_used(workers, job_steps(PEER_TRIALS, 1, PEER_STEPS, 1)))
-            at_once.append(_trials_at_once_used(used[-1], PEER_TRIALS,
-                                                job_steps(PEER_TRIALS, 1, PEER_STEPS, 1)))
+            counts = _counts_used(workers, job_steps(PEER_TRIALS, 1, PEER_STEPS, 1), PEER_TRIALS)
+            used.append(counts[0])
+            at_once.append(counts[1])
             ours.append(_timed([*ours_cmd, "--storage", f"sqlite:///{Path(tmp) / 'optuna.db'}"],
                                Path(tmp)))
     return {"value": statistics.median(peer) / statistics.median(ours), "goal": ">= 5",
