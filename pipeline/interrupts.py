@@ -25,12 +25,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from types import FrameType
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _received: list[signal.Signals] = []
+_stopping = threading.Event()
+"""Set by ``stop``: the threads stop as for a signal, but no signal was received, so the
+user's first Ctrl-C afterwards is still a first one (stop at the next safe point)."""
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
@@ -52,19 +56,27 @@ def deferred() -> Iterator[None]:
     them) rather than raised wherever they land. Only the main thread may enter it."""
     previous = {sig: signal.signal(sig, _handler) for sig in SIGNALS}
     _received.clear()
+    _stopping.clear()
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _received.clear()
+        _stopping.clear()
 
 
 def stop() -> None:
-    """Asks every thread of this process to stop at its next safe point, as SIGTERM would
-    (``workers.run_in_threads`` does, for the siblings of a thread that failed)."""
-    if not _received:
-        _received.append(signal.SIGTERM)
+    """Asks every thread of this process to stop at its next safe point, as a signal would
+    (``workers.run_in_threads`` does, for the siblings of a thread that failed), until
+    ``resume``. It counts as no signal: ``pending`` does not report it, and a user's signal
+    after it is a first one."""
+    _stopping.set()
+
+
+def resume() -> None:
+    """Withdraws ``stop`` (once the threads it stopped have ended)."""
+    _stopping.clear()
 
 
 def pending() -> signal.Signals | None:
@@ -76,10 +88,13 @@ def check() -> None:
     """Raises ``KeyboardInterrupt`` (its message the signal's name) if a signal is pending.
 
     Raises:
-        KeyboardInterrupt: a signal was received; the caller is at a safe point.
+        KeyboardInterrupt: a signal was received, or ``stop`` was called; the caller is at a
+            safe point.
     """
     if _received:
         raise KeyboardInterrupt(_received[0].name)
+    if _stopping.is_set():
+        raise KeyboardInterrupt("stopped: another thread of this process failed")
 
 
 def callback(step: int, metrics: dict[str, float]) -> None:

@@ -206,6 +206,8 @@ def run_in_threads(work: Callable[[int], Any], count: int) -> list[Any]:
         for t in threads:
             t.join(STOP_GRACE_SECONDS)
         raise
+    finally:
+        interrupts.resume()  # a failed thread's stop was for its siblings only
     failed = [e for e in errors if e is not None]
     if failed:
         raise next((e for e in failed if not isinstance(e, KeyboardInterrupt)), failed[0])

@@ -161,9 +161,16 @@ def test_a_failing_thread_stops_its_siblings_and_its_error_is_raised():
             stopped.append(i)
             raise
 
-    with interrupts.deferred(), pytest.raises(ValueError, match="thread 0 broke"):
-        workers.run_in_threads(work, 2)
-    assert stopped == [1]
+    with interrupts.deferred():
+        with pytest.raises(ValueError, match="thread 0 broke"):
+            workers.run_in_threads(work, 2)
+        assert stopped == [1]
+        # The siblings' stop is over, and it was no signal: the process is not stopping, and
+        # a user's Ctrl-C after it is a first one (honoured at a safe point, not at once).
+        interrupts.check()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler has run, and raised nothing
+        assert interrupts.pending() == signal.SIGINT
 
 
 def test_a_signal_stops_every_thread_at_its_safe_point():
