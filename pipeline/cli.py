@@ -220,6 +220,7 @@ def _preflight_stores(*, storage: str | None = None, registry: bool = False) -> 
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    started = workers.cpu_sample()  # ``auto`` counts the busy cores over the imports below
     # A URL with a password is better kept out of argv and out of MLproject params (which
     # `mlflow run` logs as they are): workers may take it from the environment instead.
     args.storage = args.storage or os.environ.get(STORAGE_ENV) or None
@@ -230,8 +231,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from pipeline.storage import Storage
 
     try:  # the storage's scheme first: it needs no heavy import, so it is refused at once
-        spec = workers.parse_workers(args.workers)
-        at_once_spec = workers.parse_workers(args.trials_at_once, "--trials-at-once")
+        spec = workers.parse_count(args.workers)
+        at_once_spec = workers.parse_count(args.trials_at_once, "--trials-at-once")
         storage = Storage(cfg.study.storage)
     except ValueError as err:
         raise UsageError(str(err)) from None
@@ -243,7 +244,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.worker_index is not None:  # the parent resolved both counts
         n, at_once = 1, int(at_once_spec)
     else:
-        n, at_once = _n_workers(spec, at_once_spec, cfg)
+        n, at_once = _n_workers(spec, at_once_spec, cfg, started)
     # Started before the stores are checked and made: their imports (seconds each) overlap
     # the parent's; they touch no store before the parent hands them the job run.
     pool = workers.Pool(args.argv, n, at_once) if n > 1 else None
@@ -342,9 +343,10 @@ def _warm_up(cfg: ExperimentConfig) -> None:
     warm_up(resolve_device(cfg.train.device))
 
 
-def _n_workers(spec: str | int, at_once_spec: str | int, cfg: ExperimentConfig
-               ) -> tuple[int, int]:
-    """Worker processes, and trials each trains at once (``--workers``, ``--trials-at-once``)."""
+def _n_workers(spec: str | int, at_once_spec: str | int, cfg: ExperimentConfig,
+               started: workers.CpuSample | None = None) -> tuple[int, int]:
+    """Worker processes, and trials each trains at once (``--workers``, ``--trials-at-once``);
+    ``auto`` counts the cores other processes kept busy since ``started``."""
     import torch
 
     from pipeline.train import resolve_device
@@ -353,7 +355,7 @@ def _n_workers(spec: str | int, at_once_spec: str | int, cfg: ExperimentConfig
     steps = workers.job_steps(cfg.study.n_trials, len(cfg.study.cells), cfg.train.steps,
                               cfg.report.seeds)
     auto = workers.AUTO in (spec, at_once_spec) and device != "cuda"
-    load = workers.busy_cores() if auto else 0.0  # one sample for both counts
+    load = workers.busy_cores(started) if auto else 0.0  # one sample for both counts
     n = workers.resolve_workers(spec, device, cfg.train.threads,
                                 torch.cuda.device_count() if device == "cuda" else 0,
                                 load=load, job_steps=steps)

@@ -706,9 +706,7 @@ def check_tracking_reachable(timeout: int = 5) -> None:
     uri = mlflow.get_tracking_uri()
     if storage.scheme(uri) in SERVER_SQL_SCHEMES:
         # MLflow's SQL store retries its first connection for minutes: one attempt, bounded.
-        from pipeline.storage import check_storage_reachable
-
-        check_storage_reachable(uri, timeout, what="the MLflow tracking store")
+        storage.check_storage_reachable(uri, timeout, what="the MLflow tracking store")
     try:
         with _one_quick_try(timeout), store_creation(uri):  # a new store migrates on first use
             MlflowClient(uri).search_experiments(max_results=1)

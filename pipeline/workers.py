@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -73,7 +74,7 @@ class WorkerFailed(RuntimeError):
         self.exit_code = exit_code
 
 
-def parse_workers(text: str, flag: str = "--workers") -> str | int:
+def parse_count(text: str, flag: str = "--workers") -> str | int:
     """``auto`` or a positive integer, as given to ``flag`` (``--workers``,
     ``--trials-at-once``).
 
@@ -220,27 +221,54 @@ def job_steps(n_trials: int, cells: int, steps: int, seeds: int) -> int:
     return (n_trials + seeds) * cells * steps
 
 
-def busy_cores(sample_seconds: float = 0.3) -> float:
-    """How many cores are busy now: the share of CPU time not idle over a short sample of
-    ``/proc/stat``, times the cores. Not the 1-minute load average, which still counts the
-    command that ended a moment ago: measured, ``bench/run.py`` (one process at a time on 2
-    cores) kept it at 1.0, so ``auto`` chose one worker for every job it timed. Where there is
-    no ``/proc/stat``, the load average."""
+@dataclasses.dataclass(frozen=True)
+class CpuSample:
+    """The machine's CPU time so far (``/proc/stat``, in clock ticks), and this process's own
+    (seconds), at one moment: ``busy_cores`` measures from one to now."""
 
-    def times() -> tuple[int, int]:
+    idle: int
+    total: int
+    own: float
+    at: float
+
+
+def cpu_sample() -> CpuSample | None:
+    """The CPU times now; None where there is no ``/proc/stat``."""
+    try:
         with open("/proc/stat") as f:
             fields = [int(v) for v in f.readline().split()[1:]]
-        return sum(fields[3:5]), sum(fields[:8])  # idle + iowait, all but guest time
-
-    try:
-        idle0, total0 = times()
-        time.sleep(sample_seconds)
-        idle1, total1 = times()
     except (OSError, ValueError):
+        return None
+    own = os.times()
+    # idle + iowait, and all but guest time (already counted in user time)
+    return CpuSample(sum(fields[3:5]), sum(fields[:8]), own.user + own.system,
+                     time.monotonic())
+
+
+def busy_cores(since: CpuSample | None = None, sample_seconds: float = 0.3) -> float:
+    """How many cores other processes keep busy: the share of CPU time not idle, less this
+    process's own, times the cores. Not the 1-minute load average, which still counts the
+    command that ended a moment ago: measured, ``bench/run.py`` (one process at a time on 2
+    cores) kept it at 1.0, so ``auto`` chose one worker for every job it timed. Where there is
+    no ``/proc/stat``, the load average.
+
+    Args:
+        since: where the span starts; ``tune`` samples as it starts, so that its own imports
+            (seconds) are the span and nothing waits. None, or a span shorter than
+            ``sample_seconds``, waits out the rest (a sleep of 0.3 s was on every ``auto``
+            command's path).
+        sample_seconds: the shortest span measured.
+    """
+    first = since or cpu_sample()
+    if first is not None:
+        time.sleep(max(0.0, sample_seconds - (time.monotonic() - first.at)))
+    last = cpu_sample()
+    if first is None or last is None or last.total <= first.total:
         return os.getloadavg()[0]
-    if total1 <= total0:
-        return os.getloadavg()[0]
-    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+    ticks = last.total - first.total
+    own = (last.own - first.own) * os.sysconf("SC_CLK_TCK")
+    others = max(0.0, ticks - (last.idle - first.idle) - own)
+    return others / ticks * (os.cpu_count() or 1)
 
 
 def worker_argv(argv: Sequence[str], index: int, at_once: int = 1) -> list[str]:

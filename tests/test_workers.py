@@ -69,13 +69,13 @@ def _each_study_done_once(tmp_path: Path) -> tuple[list[tuple[str, str]], Counte
 
 @pytest.mark.parametrize("text, expected", [("auto", "auto"), ("", "auto"), ("3", 3)])
 def test_workers_flag_reads_auto_or_a_count(text, expected):
-    assert workers.parse_workers(text) == expected
+    assert workers.parse_count(text) == expected
 
 
 @pytest.mark.parametrize("text", ["0", "-2", "two", "1.5"])
 def test_bad_workers_flag_is_refused_in_one_line(text):
     with pytest.raises(ValueError, match="positive integer"):
-        workers.parse_workers(text)
+        workers.parse_count(text)
 
 
 @pytest.mark.parametrize("flag, value", [("--workers", "0"), ("--trials-at-once", "none")])
@@ -407,11 +407,39 @@ def test_busy_cores_sees_a_core_busy_now():
     spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)  # let it start spinning
-        busy = workers.busy_cores(0.5)
+        busy = workers.busy_cores(sample_seconds=0.5)
     finally:
         spin.kill()
         spin.wait()
     assert 0.6 <= busy <= (os.cpu_count() or 1)
+
+
+def test_busy_cores_since_a_sample_leaves_out_this_process_and_does_not_wait():
+    """``tune`` samples as it starts and counts over its own imports: the core this process
+    kept busy meanwhile is not another's, and the span already past is not waited for again.
+    The same span with a child spinning instead counts that core."""
+    def spin_here(seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+
+    started = workers.cpu_sample()
+    spin_here(0.6)
+    before = time.monotonic()
+    own = workers.busy_cores(started)
+    assert time.monotonic() - before < 0.1, "a span of 0.6 s was waited for again"
+
+    started = workers.cpu_sample()
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.6)
+        child = workers.busy_cores(started)
+    finally:
+        spin.kill()
+        spin.wait()
+    # Relative, so that neighbours busy in both spans cancel out: counted, this process's
+    # spin would weigh as much as the child's.
+    assert child - own >= 0.5, (own, child)
 
 
 @pytest.mark.slow
