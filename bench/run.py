@@ -95,7 +95,7 @@ def _counts_used(spec: str, job_steps: int, n_trials: int) -> tuple[int, int]:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     load = w.busy_cores() if device == "cpu" else 0.0
-    used = w.resolve_workers(w.parse_workers(spec), device, 1, torch.cuda.device_count(),
+    used = w.resolve_workers(w.parse_count(spec), device, 1, torch.cuda.device_count(),
                              load=load, job_steps=job_steps)
     return used, w.resolve_trials_at_once(w.AUTO, device, 1, used, n_trials, load,
                                           job_steps=job_steps)
@@ -342,13 +342,19 @@ def _scaling_round(tmp: Path, name: str, workers: int, n_trials: int, steps: int
     return done / (max(ends) - start)
 
 
-def parallel_scaling(tmp: Path, n_trials: int, steps: int) -> dict[str, Any]:
-    """Trials per second with 2 workers sharing one study / with 1 worker."""
-    one = _scaling_round(tmp, "scale-1", 1, n_trials, steps)
-    two = _scaling_round(tmp, "scale-2", 2, n_trials, steps)
-    return {"value": two / one, "goal": ">= 1.8 on 2 cores", "trials": n_trials,
-            "steps_per_trial": steps, "trials_per_s_1_worker": one,
-            "trials_per_s_2_workers": two}
+def parallel_scaling(tmp: Path, n_trials: int, steps: int, rounds: int) -> dict[str, Any]:
+    """Trials per second with 2 workers sharing one study / with 1 worker: the medians of
+    ``rounds`` interleaved rounds. One round each swung by 7 % between two runs on the quiet
+    2-core machine (1 worker 1.19 and 1.27 trials/s), more than the goal's margin."""
+    import statistics
+
+    one, two = [], []
+    for r in range(rounds):
+        one.append(_scaling_round(tmp, f"scale-1-{r}", 1, n_trials, steps))
+        two.append(_scaling_round(tmp, f"scale-2-{r}", 2, n_trials, steps))
+    return {"value": statistics.median(two) / statistics.median(one),
+            "goal": ">= 1.8 on 2 cores", "trials": n_trials, "steps_per_trial": steps,
+            "rounds": rounds, "trials_per_s_1_worker": one, "trials_per_s_2_workers": two}
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -379,7 +385,8 @@ def run(quick: bool) -> dict[str, Any]:
             results["tracking_overhead_400_steps"] = tracking_overhead(Path(tmp), trials, 400,
                                                                        anchor=False)
             trials, trial_steps = (4, 100) if quick else (8, 400)
-            results["parallel_scaling"] = parallel_scaling(Path(tmp), trials, trial_steps)
+            results["parallel_scaling"] = parallel_scaling(Path(tmp), trials, trial_steps,
+                                                           rounds=1 if quick else 3)
         finally:
             os.chdir(cwd)
     results["smoke_seconds"] = job_seconds("experiments/smoke.yaml")
