@@ -218,7 +218,9 @@ def _tracked_study(cfg: Any, tracker: Any, job_run: str) -> tuple[float, list[di
                    n_trials=cfg.study.n_trials)
     tracker.wait_for_figures()  # the study is done only when its last figure is logged
     seconds = time.perf_counter() - start
-    return seconds, [t.params for t in study.trials]
+    # This call's trials only: a study of the same name in the same storage (a second call in
+    # one process) holds the earlier ones too, which the bare run would train again.
+    return seconds, [t.params for t in study.trials[-cfg.study.n_trials:]]
 
 
 def _default_steps() -> int:
