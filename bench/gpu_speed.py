@@ -99,11 +99,10 @@ def main_job() -> dict[str, Any]:
     out: dict[str, Any] = {"goal": "auto <= 20 s"}
     for key in os.environ.get("GPU_SPEED_MAIN_RUNS", "auto 1").split():
         args = MAIN_RUNS[key]
-        used, at_once = bench._counts_used(args[1], *bench._job_size(Path(DEFAULT)))
-        if "--trials-at-once" not in args:
-            at_once = 1  # the command line's default
-        elif args[args.index("--trials-at-once") + 1] != "auto":
-            at_once = int(args[args.index("--trials-at-once") + 1])
+        flags = dict(zip(args[::2], args[1::2]))  # every run's args are flag-value pairs
+        used, at_once = bench._counts_used(Path(DEFAULT), flags["--workers"],
+                                           flags.get("--trials-at-once", "1"),
+                                           {"train.device": DEVICE})
         with tempfile.TemporaryDirectory() as tmp:
             started = time.time()
             seconds = bench._timed(_tune(Path(tmp), *args, "--device", DEVICE), Path(tmp))

@@ -79,37 +79,23 @@ def job_seconds(config: str, extra: list[str] | None = None,
                "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--workers", workers,
                "--trials-at-once", "auto", *(extra or [])]
         # auto reads the load: before the job, as the job does
-        used, at_once = _counts_used(workers, *_job_size(ROOT / config))
+        used, at_once = _counts_used(ROOT / config, workers)
         seconds = _timed(cmd, tmp_path)
     return {"value": seconds, "config": config, "fresh_store": True, "workers": workers,
             "workers_used": used, "trials_at_once_used": at_once}
 
 
-def _counts_used(spec: str, job_steps: int, n_trials: int) -> tuple[int, int]:
-    """What ``--workers spec --trials-at-once auto`` resolve to here, now, for a job of
-    ``job_steps`` training steps and ``n_trials`` per study: one sample of the busy cores for
-    both, as ``cli._n_workers`` takes."""
-    import torch
-
-    from pipeline import workers as w
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    load = w.busy_cores() if device == "cpu" else 0.0
-    used = w.resolve_workers(w.parse_count(spec), device, 1, torch.cuda.device_count(),
-                             load=load, job_steps=job_steps)
-    return used, w.resolve_trials_at_once(w.AUTO, device, 1, used, n_trials, load,
-                                          job_steps=job_steps)
-
-
-def _job_size(config: Path) -> tuple[int, int]:
-    """(training steps, trials per study) of ``tune --config config``, as ``auto`` counts
-    them."""
+def _counts_used(config: Path, workers: str, trials_at_once: str = "auto",
+                 overrides: dict[str, Any] | None = None) -> tuple[int, int]:
+    """What ``tune --config config --workers W --trials-at-once T`` (and ``overrides``)
+    resolves the two counts to here, now: tune's own rule (``cli._n_workers``), with its one
+    sample of the busy cores."""
+    from pipeline import cli
     from pipeline.config import load_config
-    from pipeline.workers import job_steps
+    from pipeline.workers import parse_count
 
-    cfg = load_config(config)
-    return (job_steps(cfg.study.n_trials, len(cfg.study.cells), cfg.train.steps,
-                      cfg.report.seeds), cfg.study.n_trials)
+    return cli._n_workers(parse_count(workers), parse_count(trials_at_once),
+                          load_config(config, overrides or {}))
 
 
 def _timed(cmd: list[str], tmp: Path) -> float:
@@ -136,8 +122,6 @@ def peer_speedup(rounds: int, workers: str = "auto") -> dict[str, Any]:
 
     import torch
 
-    from pipeline.workers import job_steps
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     peer_cmd = [sys.executable, str(ROOT / "bench" / "peer.py"), "--trials", str(PEER_TRIALS),
                 "--steps", str(PEER_STEPS), "--device", device]
@@ -159,7 +143,9 @@ def peer_speedup(rounds: int, workers: str = "auto") -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             peer.append(_timed(peer_cmd, Path(tmp)))
         with tempfile.TemporaryDirectory() as tmp:
-            counts = _counts_used(workers, job_steps(PEER_TRIALS, 1, PEER_STEPS, 1), PEER_TRIALS)
+            counts = _counts_used(ROOT / "experiments" / "default.yaml", workers, overrides={
+                "study.cells": CELL, "study.n_trials": PEER_TRIALS, "train.steps": PEER_STEPS,
+                "report.seeds": 1, "train.device": device})
             used.append(counts[0])
             at_once.append(counts[1])
             ours.append(_timed([*ours_cmd, "--storage", f"sqlite:///{Path(tmp) / 'optuna.db'}"],
