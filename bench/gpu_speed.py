@@ -99,7 +99,8 @@ def main_job() -> dict[str, Any]:
     out: dict[str, Any] = {"goal": "auto <= 20 s"}
     for key in os.environ.get("GPU_SPEED_MAIN_RUNS", "auto 1").split():
         args = MAIN_RUNS[key]
-        flags = dict(zip(args[::2], args[1::2]))  # every run's args are flag-value pairs
+        # Every run's args are flag-value pairs.
+        flags = dict(zip(args[::2], args[1::2], strict=True))
         used, at_once = bench._counts_used(Path(DEFAULT), flags["--workers"],
                                            flags.get("--trials-at-once", "1"),
                                            {"train.device": DEVICE})
