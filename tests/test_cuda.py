@@ -164,27 +164,19 @@ def test_graphed_runs_trained_at_once_in_threads_match_runs_trained_alone(tiny_c
     the graphs' tolerance, and every one was graphed."""
     import threading
 
+    from pipeline.workers import run_in_threads
+
     cfgs = [_cfg(tiny_cfg, cell, "cuda", **{"train.seed": seed, "train.steps": 60,
                                             "train.cuda_graph": "on"})
             for seed in range(2) for cell in CELLS]
     alone = [fit(cfg) for cfg in cfgs]
-    together: list = [None] * len(cfgs)
-    errors: list = []
     start = threading.Barrier(len(cfgs))
 
-    def run(i: int) -> None:
-        try:
-            start.wait(60)
-            together[i] = fit(cfgs[i])
-        except BaseException as err:  # noqa: BLE001 - reported below
-            errors.append(err)
+    def run(i: int):
+        start.wait(60)
+        return fit(cfgs[i])
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(cfgs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(300)
-    assert not errors, errors
+    together = run_in_threads(run, len(cfgs))  # raises the first thread's error
     for a, b in zip(alone, together, strict=True):
         assert b.cuda_graph
         assert b.best_val == pytest.approx(a.best_val, rel=1e-3, abs=1e-6)

@@ -190,18 +190,16 @@ def test_runs_trained_at_once_in_threads_match_runs_trained_alone(tiny_cfg):
 
 
 def _fit_at_once(cfgs: list[ExperimentConfig]) -> list:
+    """``fit`` of each config, in threads as ``tune --trials-at-once`` runs them, released
+    together so that their seeding and initial draws overlap."""
     import threading
 
-    together: list = [None] * len(cfgs)
+    from pipeline.workers import run_in_threads
+
     start = threading.Barrier(len(cfgs))
 
-    def run(i: int) -> None:
+    def run(i: int):
         start.wait(30)
-        together[i] = fit(cfgs[i])
+        return fit(cfgs[i])
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(cfgs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return together
+    return run_in_threads(run, len(cfgs))
