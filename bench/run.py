@@ -246,11 +246,12 @@ def tracking_overhead(tmp: Path, n_trials: int, steps: int, rounds: int = 1,
     for r in range(rounds):
         cfg = _study_cfg(tmp, n_trials, steps, f"tracked-{steps}-{r}")
         seconds, params = _tracked_study(cfg, tracker, job_run)
-        val = make_eval_set(cfg.data, cfg.data.val)
+        tracked.append(seconds)
+        if r == 0:  # every round's study has the same data
+            val = make_eval_set(cfg.data, cfg.data.val)
         start = time.perf_counter()
         for p in params:
             fit(cfg.replace({"model.cell": CELL, **p}), val=val)
-        tracked.append(seconds)
         bare.append(time.perf_counter() - start)
         ratios.append(tracked[-1] / bare[-1])
 
@@ -346,7 +347,7 @@ def parallel_scaling(tmp: Path, n_trials: int, steps: int, rounds: int) -> dict[
     """Trials per second with 2 workers sharing one study / with 1 worker: the median of
     ``rounds`` paired rounds (1 worker, then 2). One worker's rate swings most: 0.83, 1.04 and
     1.27 trials/s in three rounds of one run on the quiet 2-core VM, while two workers gave
-    1.83-1.99; a ratio of single rounds can land anywhere from 1.5 to 2.4."""
+    1.83-1.99; the ratios of single paired rounds ranged from 1.5 to 2.65."""
     import statistics
 
     one, two = [], []
