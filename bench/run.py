@@ -1,7 +1,7 @@
 """The benchmark: every figure is a ratio against a baseline measured beside it, in one run on
 one machine. Writes JSON (default ``bench/results.json``); docs/performance.md explains each.
 
-    python bench/run.py            # full: about 15 minutes on 2 cores, includes the main job
+    python bench/run.py            # full: about 21 minutes on 2 cores, includes the main job
     python bench/run.py --quick    # about 3 minutes: smaller counts, no main job
 
 Every store (MLflow SQLite and artifacts, Optuna SQLite) lives in a temporary folder. Each
@@ -372,6 +372,8 @@ def run(quick: bool) -> dict[str, Any]:
     torch.set_num_threads(1)
     results: dict[str, Any] = {"quick": quick, "machine": _machine()}
     t0 = time.perf_counter()
+    # The machine's own noise floor, at both ends: a figure is read against it (docs).
+    results["machine"]["noise_at_start"] = steps.machine_noise(6 if quick else 12)
     results["cli_help_seconds"] = cli_help_seconds()
     n, rounds = (100, 3) if quick else (500, 7)
     results["train_step_speedup"] = steps.train_step_speedup(n, rounds)
@@ -398,6 +400,7 @@ def run(quick: bool) -> dict[str, Any]:
     if not quick:
         results["main_job_seconds"] = job_seconds("experiments/default.yaml")
     results["machine"]["load_avg_at_end"] = os.getloadavg()
+    results["machine"]["noise_at_end"] = steps.machine_noise(6 if quick else 12)
     results["bench_seconds"] = time.perf_counter() - t0
     return results
 

@@ -124,6 +124,20 @@ def train_step_speedup(n: int, rounds: int, batch: int = 64) -> dict:
     }
 
 
+def machine_noise(chunks: int = 12, n: int = 300) -> dict:
+    """How much the machine itself moves: the same default-config lstm steps (a trial's work,
+    bare, one thread, nothing else in the process), timed in ``chunks`` back-to-back chunks of
+    ``n`` steps. On the 2026-12-03 VM, idle, chunks of 0.45-0.7 s differed by 26-50 % within one
+    run, pinned to either core or not: a ratio of two rates measured in turn (parallel_scaling)
+    cannot be trusted closer than that, whatever the code does."""
+    step, _ = pipeline_step(default_config())
+    seconds_per_step(step, 50)
+    ms = [seconds_per_step(step, n) * 1e3 for _ in range(chunks)]
+    return {"ms_per_step": ms, "median_ms": statistics.median(ms),
+            "spread": max(ms) / min(ms) - 1, "chunks": chunks, "steps_per_chunk": n,
+            "config": "lstm, hidden 32, batch 64, 20 points, CPU, 1 thread"}
+
+
 def device_steps(n: int, rounds: int, cells: tuple[str, ...] = ("rnn", "lstm", "gru")) -> dict:
     """Per-step milliseconds of a default-config trial: CPU, and where there is a GPU, CUDA
     eager and CUDA graph; plus the tutorial's step and ours at its configuration on each."""
