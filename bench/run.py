@@ -284,8 +284,27 @@ def tracking_overhead(tmp: Path, n_trials: int, steps: int, rounds: int = 1,
 
 # -- parallel scaling (worker processes) -------------------------------------------------------
 
+def _race(processes: int, target: Any, args: tuple) -> tuple[float, float]:
+    """Starts ``processes`` spawned ``target(*args, barrier, out)``, each of which gets ready,
+    waits at the barrier, works, then puts its end time on ``out``; returns (the moment all
+    were ready, the last end), so start-up is not timed."""
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(processes + 1), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, barrier, out)) for _ in range(processes)]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    start = time.time()
+    ends = [out.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+        if p.exitcode:
+            raise RuntimeError(f"benchmark process exited with {p.exitcode}")
+    return start, max(ends)
+
+
 def _worker(tmp: str, name: str, n_trials: int, steps: int, study_run: str,
-            barrier: Any, active: bool, out: Any) -> None:
+            barrier: Any, out: Any) -> None:
     """One worker: imports, opens and warms up what a job's worker does before the go, waits
     at the barrier, then runs trials of the shared study until it holds ``n_trials``."""
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
@@ -307,9 +326,8 @@ def _worker(tmp: str, name: str, n_trials: int, steps: int, study_run: str,
     study = tuning.open_study(cfg, CELL)
     val = make_eval_set(cfg.data, cfg.data.val)
     barrier.wait()
-    if active:
-        study.optimize(tuning.Objective(cfg, CELL, tracker, study_run, val),
-                       callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=None)])
+    study.optimize(tuning.Objective(cfg, CELL, tracker, study_run, val),
+                   callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=None)])
     out.put(time.time())
 
 
@@ -325,25 +343,13 @@ def _scaling_round(tmp: Path, name: str, workers: int, n_trials: int, steps: int
     tracker = Tracker("bench")
     study = tuning.open_study(cfg, CELL)
     study_run = tracker.start_run(name)
-    ctx = mp.get_context("spawn")
-    barrier, out = ctx.Barrier(workers + 1), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(str(tmp), name, n_trials, steps, study_run,
-                                               barrier, True, out)) for _ in range(workers)]
-    for p in procs:
-        p.start()
-    barrier.wait()
-    start = time.time()
-    ends = [out.get(timeout=600) for _ in procs]
-    for p in procs:
-        p.join()
-        if p.exitcode:
-            raise RuntimeError(f"scaling worker exited with {p.exitcode}")
+    start, end = _race(workers, _worker, (str(tmp), name, n_trials, steps, study_run))
     done = len(optuna.load_study(study_name=study.study_name, storage=cfg.study.storage)
                .get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
-    return done / (max(ends) - start)
+    return done / (end - start)
 
 
-def _bare_worker(barrier: Any, out: Any, n: int) -> None:
+def _bare_worker(n: int, barrier: Any, out: Any) -> None:
     """A process that trains ``n`` bare default-config lstm steps (no study, no store, no
     tracking) after the barrier: what the machine gives pure torch work."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -360,17 +366,8 @@ def _bare_worker(barrier: Any, out: Any, n: int) -> None:
 
 def _bare_round(processes: int, n: int) -> float:
     """Bare training steps per second of ``processes`` processes running at once."""
-    ctx = mp.get_context("spawn")
-    barrier, out = ctx.Barrier(processes + 1), ctx.Queue()
-    procs = [ctx.Process(target=_bare_worker, args=(barrier, out, n)) for _ in range(processes)]
-    for p in procs:
-        p.start()
-    barrier.wait()
-    start = time.time()
-    ends = [out.get(timeout=600) for _ in procs]
-    for p in procs:
-        p.join()
-    return processes * n / (max(ends) - start)
+    start, end = _race(processes, _bare_worker, (n,))
+    return processes * n / (end - start)
 
 
 def parallel_scaling(tmp: Path, n_trials: int, steps: int, rounds: int) -> dict[str, Any]:
@@ -379,7 +376,7 @@ def parallel_scaling(tmp: Path, n_trials: int, steps: int, rounds: int) -> dict[
 
     Beside it, in every round, what the machine itself gives: the same training steps, bare,
     in 1 and then 2 processes (``bare_ratios``), and the study's ratio over that
-    (``vs_bare``). On the 2026-12-03 VM, idle, bare torch alone scaled 1.55-1.84 (its rate
+    (``vs_bare``). On the 2026-12-03 VM, idle, bare torch alone scaled 1.44-2.06 (its rate
     drifting by 70 % within a minute), so a goal of 1.8 there is the machine's, not the code's.
     """
     import statistics
