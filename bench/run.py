@@ -1,7 +1,7 @@
 """The benchmark: every figure is a ratio against a baseline measured beside it, in one run on
 one machine. Writes JSON (default ``bench/results.json``); docs/performance.md explains each.
 
-    python bench/run.py            # full: about 21 minutes on 2 cores, includes the main job
+    python bench/run.py            # full: about 27 minutes on 2 cores, includes the main job
     python bench/run.py --quick    # about 3 minutes: smaller counts, no main job
 
 Every store (MLflow SQLite and artifacts, Optuna SQLite) lives in a temporary folder. Each
