@@ -18,6 +18,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -284,6 +285,11 @@ def tracking_overhead(tmp: Path, n_trials: int, steps: int, rounds: int = 1,
 
 # -- parallel scaling (worker processes) -------------------------------------------------------
 
+BARRIER_TIMEOUT_S = 600
+"""Seconds the benchmark waits for its spawned processes to get ready (imports, stores: seconds
+when healthy) before it calls the round failed."""
+
+
 def _race(processes: int, target: Any, args: tuple) -> tuple[float, float]:
     """Starts ``processes`` spawned ``target(*args, barrier, out)``, each of which gets ready,
     waits at the barrier, works, then puts its end time on ``out``; returns (the moment all
@@ -293,7 +299,15 @@ def _race(processes: int, target: Any, args: tuple) -> tuple[float, float]:
     procs = [ctx.Process(target=target, args=(*args, barrier, out)) for _ in range(processes)]
     for p in procs:
         p.start()
-    barrier.wait()
+    try:
+        # A process that dies before the barrier would otherwise leave this wait forever.
+        barrier.wait(timeout=BARRIER_TIMEOUT_S)
+    except threading.BrokenBarrierError:
+        for p in procs:
+            p.terminate()
+            p.join()
+        raise RuntimeError("a benchmark process did not get ready: exit codes "
+                           f"{[p.exitcode for p in procs]}") from None
     start = time.time()
     ends = [out.get(timeout=600) for _ in procs]
     for p in procs:
