@@ -9,11 +9,21 @@ leak from, no GUI backend to pick, and nothing to close.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, MultipleLocator
 
 from pipeline.data import Windows
+
+DRAWING = threading.RLock()
+"""Held wherever a figure is built or drawn while other threads may draw: a run's figure
+(``Tracker.log_figure``, in its figure thread too) and a study's Optuna plots. Matplotlib is
+not thread-safe (its docs leave the locking to the caller), and with ``tune --trials-at-once``
+both happen at once: unlocked, mathtext's shared parser failed a tutorial-config study
+("Expected end of text, found '$'" on a log axis's ``10^{-2}``) on the first try of one
+process x 2 trials at once."""
 
 TARGET_STYLE = {"color": "red", "linestyle": "-", "label": "target cos"}
 PRED_STYLE = {"color": "blue", "linestyle": "-", "label": "prediction"}

@@ -182,6 +182,6 @@ def _log_reached(tracker: Tracker, run_id: str, err: BaseException, plot: Plot) 
     if result is None:
         return
     try:
-        tracker.log_figure(run_id, plot(result), PLOT_PATH)
+        tracker.log_figure(run_id, functools.partial(plot, result), PLOT_PATH)
     except Exception:  # a missing picture must not hide why the run stopped
         log.exception("the plot of stopped run %s could not be logged", run_id)

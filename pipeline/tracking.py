@@ -43,6 +43,7 @@ from mlflow.utils.mlflow_tags import (  # noqa: E402
 )
 
 from pipeline import secrets, serving, storage  # noqa: E402
+from pipeline.plots import DRAWING  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -353,13 +354,15 @@ class Tracker:
         ``background`` both happen in this tracker's figure thread, overlapping the next
         trial's training (torch releases the GIL inside its kernels, so one thread draws while
         the other trains). ``wait_for_figures`` waits for them. ``tight`` saves the bounding
-        box of everything drawn, so labels that stick out (Optuna's) are not clipped.
+        box of everything drawn, so labels that stick out (Optuna's) are not clipped. Built
+        and drawn holding ``plots.DRAWING``: other threads may be drawing too.
         """
         save_kwargs = {"bbox_inches": "tight"} if tight else None
 
         def log() -> None:
-            self._client.log_figure(run_id, figure() if callable(figure) else figure, path,
-                                   save_kwargs=save_kwargs)
+            with DRAWING:
+                self._client.log_figure(run_id, figure() if callable(figure) else figure, path,
+                                       save_kwargs=save_kwargs)
 
         if background:
             self._pending.append(self._figures.submit(log))

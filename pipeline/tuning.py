@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from pipeline import interrupts, records, tracking
 from pipeline.config import Distribution, ExperimentConfig, ModelConfig
 from pipeline.data import Windows, validation_set
 from pipeline.evaluation import held_out_sets, model_predictor, score_sets, zero_reference
+from pipeline.plots import DRAWING
 from pipeline.runs import prediction_plot, tracked_fit
 from pipeline.storage import Storage, mask_url
 from pipeline.tracking import Tracker, model_description
@@ -612,10 +612,6 @@ def _register(cfg: ExperimentConfig, cell: str, study: optuna.Study, tracker: Tr
     return version, moved
 
 
-_PYPLOT = threading.Lock()
-"""Held while Optuna draws (through pyplot, one current figure per process)."""
-
-
 def study_figures(study: optuna.Study, cell: str = "") -> list[tuple[str, object]]:
     """Optuna's own matplotlib plots of the study, as (artifact path, figure), each titled
     with the cell and the study's metric (set by ``open_study``) on its value axis."""
@@ -637,9 +633,10 @@ def study_figures(study: optuna.Study, cell: str = "") -> list[tuple[str, object
         plots.append(("plots/param_importances.png",
                       lambda: ovm.plot_param_importances(study)))  # reads metric_names
     out = []
-    # Optuna draws through pyplot, whose current figure is one per process: studies that end
-    # at once in threads (``tune --trials-at-once``) draw in turn.
-    with _PYPLOT, warnings.catch_warnings():
+    # Optuna draws through pyplot, whose current figure is one per process, and matplotlib is
+    # not thread-safe: studies that end at once in threads (``tune --trials-at-once``) draw in
+    # turn, and not while a trial's figure is drawn.
+    with DRAWING, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # these plots are flagged experimental
         for path, make in plots:
             try:

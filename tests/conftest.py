@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,6 +79,22 @@ def tracking_store(tmp_path, monkeypatch, _empty_store) -> str:
     yield uri
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
+
+
+def is_held(lock) -> bool:
+    """Whether some thread holds ``lock`` now: another thread's non-blocking acquire fails (a
+    ``threading.RLock`` lets its owner in again, so the owner cannot ask it directly)."""
+    got = []
+
+    def probe() -> None:
+        got.append(lock.acquire(blocking=False))
+        if got[0]:
+            lock.release()
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    return not got[0]
 
 
 def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import ROOT
+from conftest import ROOT, is_held
+from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
 from pipeline.config import ModelConfig, to_dict
 from pipeline.data import make_eval_set
+from pipeline.plots import DRAWING
 from pipeline.tracking import Tracker
 from pipeline.train import build_model, fit
 
@@ -279,3 +281,23 @@ def test_workers_logging_the_same_new_dataset_at_once_both_succeed(tracking_stor
             (logged,) = MlflowClient().get_run(run_id).inputs.dataset_inputs
             assert logged.dataset.name == "val"
     assert not errors, errors[0]
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_figures_are_built_and_drawn_holding_the_drawing_lock(tracker, background):
+    # matplotlib is not thread-safe: a trial's figure drawn while a study's Optuna plots were
+    # drawn in another thread failed a study (plots.DRAWING).
+    held = []
+
+    def build() -> Figure:
+        held.append(is_held(DRAWING))
+        fig = Figure()
+        fig.add_subplot().semilogy([1, 2], [0.01, 0.1])  # tick labels through mathtext
+        return fig
+
+    with tracker.run("figure") as run_id:
+        tracker.log_figure(run_id, build, "plots/f.png", background=background)
+        tracker.wait_for_figures()
+    assert held == [True]
+    paths = [f.path for f in MlflowClient().list_artifacts(run_id, "plots")]
+    assert paths == ["plots/f.png"]

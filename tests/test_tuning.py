@@ -7,9 +7,12 @@ import numpy as np
 import optuna
 import pytest
 import yaml
+from conftest import is_held
 from mlflow import MlflowClient
+from optuna.visualization import matplotlib as ovm
 
 from pipeline import tuning
+from pipeline.plots import DRAWING
 from pipeline.tracking import Tracker
 from pipeline.train import resolve_device
 
@@ -281,6 +284,21 @@ def test_study_figures_are_optunas_own(n, has_importances):
     assert paths[:3] == ["plots/optimization_history.png", "plots/contour.png",
                          "plots/slice.png"]
     assert ("plots/param_importances.png" in paths) == has_importances
+
+
+def test_study_figures_are_drawn_holding_the_drawing_lock(monkeypatch):
+    # Optuna draws through pyplot, and matplotlib is not thread-safe: studies that end in
+    # threads, and the trials' figure threads, must not draw at once (plots.DRAWING).
+    held = []
+    history = ovm.plot_optimization_history
+    monkeypatch.setattr(ovm, "plot_optimization_history",
+                        lambda *a, **k: held.append(is_held(DRAWING)) or history(*a, **k))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("train.lr", 1e-3, 1e-1, log=True), n_trials=3)
+    study.set_metric_names(["val/mse_best"])
+    assert [p for p, _ in tuning.study_figures(study, "rnn")][0] == \
+        "plots/optimization_history.png"
+    assert held == [True] and not is_held(DRAWING)
 
 
 def test_any_numeric_field_can_be_searched(tiny_cfg, tracker, tmp_path):
