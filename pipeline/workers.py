@@ -48,19 +48,24 @@ on an H200 host (16 cores, default main job, fresh stores, ``bench/gpu_speed.py`
 55.5 and 55.9 s (its 60 trials in 25.4 s), 8 workers 52.3 s (21.4 s); 1 worker over 150 s."""
 STEPS_PER_CPU_WORKER = 10_000
 """Training steps a job must hold for each CPU worker ``auto`` starts: a worker's own start-up
-(imports, the first optimizer, its studies' wrap-up) costs about 6-8 s of a core, and at about
-1.5 ms a step a second worker saves that only past some 10 000 steps. Measured on the idle
-2-core machine, ``auto`` then giving 2 workers to every job: the main job (180 000 steps) 317 s
-against 596 s with one worker, but the benchmark's peer job (3 300 steps) 22.5-24.2 s against
-21.9-22.0 s and the smoke job 23.1 s against 16.8 s."""
+(imports, the first optimizer, its studies' wrap-up) costs about 6-8 s of a core, and where
+the trials train enough to keep a thread busy, a second trial at once in the same process
+(``STEPS_PER_CPU_THREAD``) uses the second core without it. Measured on the idle 2-core
+machine (``bench/crossover.py``, 10 lstm trials at batch 64, 3 interleaved rounds, 2026-12-03):
+two threads beat two processes in jobs of 1 650-13 200 steps (1.24-1.56x against one trial
+at a time, processes 1.08-1.49x), and two processes win from about 26 400 (1.70x against
+1.61x); the main job (180 000 steps) runs 2 x 1. Not captured by steps alone: the tutorial
+config's 2 700 steps at batch 1 in 75 short runs, where processes gave 1.24x and threads
+0.89x (``auto``: one trial at a time)."""
 STEPS_PER_CPU_THREAD = 1_500
 """Training steps a job must hold for each trial at once ``auto`` gives a CPU worker: a
 thread has no start-up of its own, but threads share one interpreter, and in a job of short
 trials their bookkeeping (store writes, figures, the studies' wrap-up) only queues on it.
-Measured on the idle 2-core machine, three interleaved rounds each: the peer job (3 300
-steps) 17.1 s with two at once against 19.7-20.8 s with one, the smoke job (450 steps)
-17.5-19.2 s against 15.8-16.0 s. A rule of thumb between those two jobs, not a measured
-crossover."""
+Measured on the idle 2-core machine (``bench/crossover.py``, 3 interleaved rounds,
+2026-12-03): the smoke job (450 steps at batch 16) 24.6 s with two at once against 22.0 s
+with one; 10 lstm trials at batch 64 in 550 steps 1.11x faster with two (not in every
+round), in 1 650 steps 1.24x (every round), in 3 300 steps 1.27x. Kept at 1 500 for the
+tutorial config (2 700 steps at batch 1, mostly bookkeeping): two at once made it 0.89x."""
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 60.0
 """How long stopped workers get to end their runs before they are killed."""

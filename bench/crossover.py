@@ -1,0 +1,134 @@
+"""Where a second CPU worker, or a second trial at once, starts to pay: the crossovers behind
+``--workers auto`` and ``--trials-at-once auto`` on a CPU (``pipeline/workers.py:
+STEPS_PER_CPU_WORKER``, ``STEPS_PER_CPU_THREAD``).
+
+    python bench/crossover.py                      # about 60 minutes on 2 idle cores
+    python bench/crossover.py --steps 50 300 --configs smoke --rounds 1
+
+One job per size: ``tune`` of 10 lstm trials of S steps each at batch 64 (pruning off, one
+report seed, no tutorial runs: every step is trained), so the job holds 11 x S training
+steps, as ``workers.job_steps`` counts them. Each size runs as 1 process x 1 trial at once,
+1 x 2 and 2 x 1, whole processes on fresh stores, the three interleaved in every round
+(after one uncounted warm-up job). For each layout the result gives the median wall time per
+size and its ratio to 1 x 1 (above 1: faster), and the smallest job size from which it stays
+faster. The experiment configs named by ``--configs`` (default: smoke and tutorial, jobs of
+short trials with many runs) run the same way, as they are. Writes ``bench/crossover.json``
+after every job, and prints it at the end. Needs an idle machine with at least 2 cores: on
+busy cores a second worker only queues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as bench  # noqa: E402
+
+TRIALS = 10
+LAYOUTS = ((1, 1), (1, 2), (2, 1))
+"""(worker processes, trials at once each); the first is the baseline."""
+STEPS = (50, 150, 300, 600, 1200, 2400)
+"""Steps per trial: jobs of 550 to 26 400 training steps, around the rules in ``workers``
+(1 500 steps per thread, 10 000 per worker)."""
+
+
+def _cmd(tmp: Path, job: list[str], processes: int, at_once: int) -> list[str]:
+    return [sys.executable, "-m", "pipeline", "-q", "tune", "--device", "cpu",
+            "--workers", str(processes), "--trials-at-once", str(at_once),
+            "--storage", f"sqlite:///{tmp / 'optuna.db'}", *job]
+
+
+def _lstm_job(steps: int) -> list[str]:
+    return ["--config", str(bench.ROOT / "experiments" / "default.yaml"), "--cells", bench.CELL,
+            "--n-trials", str(TRIALS), "--set", f"train.steps={steps}",
+            "--set", f"study.pruner_startup_trials={TRIALS + 1}",
+            "--set", "report.seeds=1", "--set", "report.tutorial_seeds=0"]
+
+
+def _job_steps(config: str, steps: int | None = None) -> int:
+    """The job's training steps as ``auto`` counts them (``workers.job_steps``)."""
+    from pipeline.config import load_config
+    from pipeline.workers import job_steps
+
+    if steps is not None:  # the lstm sweep: 10 trials and one report seed
+        return job_steps(TRIALS, 1, steps, 1)
+    cfg = load_config(bench.ROOT / "experiments" / f"{config}.yaml", {})
+    return job_steps(cfg.study.n_trials, len(cfg.study.cells), cfg.train.steps, cfg.report.seeds)
+
+
+def first_paying(sizes: list[int], ratios: list[float]) -> int | None:
+    """The smallest job size from which every larger one is faster than the baseline."""
+    paying = None
+    for size, ratio in sorted(zip(sizes, ratios, strict=True), reverse=True):
+        if ratio <= 1.0:
+            break
+        paying = size
+    return paying
+
+
+def _summary(jobs: dict[str, dict[str, Any]], seconds: dict[str, dict[str, list[float]]],
+             sweep: list[str]) -> dict[str, Any]:
+    layouts = {}
+    for name, by_job in seconds.items():
+        done = [j for j in jobs if by_job[j] and seconds["1x1"][j]]
+        medians = {j: statistics.median(by_job[j]) for j in done}
+        ratios = {j: statistics.median(seconds["1x1"][j]) / medians[j] for j in done}
+        swept = [j for j in sweep if j in done]
+        layouts[name] = {
+            "median_seconds": medians, "speedup_vs_1x1": ratios, "seconds": by_job,
+            "pays_from_job_steps": first_paying([jobs[j]["job_steps"] for j in swept],
+                                                [ratios[j] for j in swept])}
+    return layouts
+
+
+def measure(steps: list[int], configs: list[str], rounds: int,
+            dest: Path | None = None) -> dict[str, Any]:
+    jobs = {f"lstm-{s}": {"args": _lstm_job(s), "job_steps": _job_steps("", s)} for s in steps}
+    sweep = list(jobs)
+    for name in configs:
+        jobs[name] = {"args": ["--config", str(bench.ROOT / "experiments" / f"{name}.yaml")],
+                      "job_steps": _job_steps(name)}
+    seconds = {f"{p}x{k}": {j: [] for j in jobs} for p, k in LAYOUTS}
+    result = {"trials": TRIALS, "cell": bench.CELL, "batch": 64, "rounds": rounds,
+              "cores": len(os.sched_getaffinity(0)), "machine": bench._machine(),
+              "jobs": {j: {"job_steps": v["job_steps"], "args": v["args"]}
+                       for j, v in jobs.items()}}
+    first = next(iter(jobs.values()))["args"]
+    with tempfile.TemporaryDirectory() as tmp:  # warm-up, not counted: the first process
+        bench._timed(_cmd(Path(tmp), first, 1, 1), Path(tmp))  # reads cold files
+    for r in range(rounds):
+        for j, job in jobs.items():
+            # each round starts at a different layout: none always follows the same one
+            for p, k in LAYOUTS[r % len(LAYOUTS):] + LAYOUTS[:r % len(LAYOUTS)]:
+                with tempfile.TemporaryDirectory() as tmp:
+                    seconds[f"{p}x{k}"][j].append(bench._timed(_cmd(Path(tmp), job["args"], p, k),
+                                                               Path(tmp)))
+            result["layouts"] = _summary(jobs, seconds, sweep)
+            if dest is not None:  # what was measured survives a run cut short
+                dest.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, nargs="*", default=list(STEPS),
+                        help="steps per trial of the lstm jobs, one job size each")
+    parser.add_argument("--configs", nargs="*", default=["smoke", "tutorial"],
+                        help="experiment configs (experiments/NAME.yaml) run as they are")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    result = measure(args.steps, args.configs, args.rounds,
+                     bench.ROOT / "bench" / "crossover.json")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
