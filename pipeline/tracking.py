@@ -43,7 +43,6 @@ from mlflow.utils.mlflow_tags import (  # noqa: E402
 )
 
 from pipeline import secrets, serving, storage  # noqa: E402
-from pipeline.plots import DRAWING  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -358,6 +357,10 @@ class Tracker:
         and drawn holding ``plots.DRAWING``: other threads may be drawing too.
         """
         save_kwargs = {"bbox_inches": "tight"} if tight else None
+
+        # Imported here: pipeline.plots brings matplotlib and torch (about 1.5 s), which the
+        # commands that only check or load from the stores never need.
+        from pipeline.plots import DRAWING
 
         def log() -> None:
             with DRAWING:

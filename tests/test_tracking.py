@@ -301,3 +301,12 @@ def test_figures_are_built_and_drawn_holding_the_drawing_lock(tracker, backgroun
     assert held == [True]
     paths = [f.path for f in MlflowClient().list_artifacts(run_id, "plots")]
     assert paths == ["plots/f.png"]
+
+
+def test_the_tracking_module_loads_without_matplotlib_or_torch():
+    # The store checks of a refused command and `evaluate`'s model load import it: the plots'
+    # lock comes with the first figure, not with the module (about 1.5 s of imports).
+    code = ("import sys; import pipeline.tracking; "
+            "print(sorted({'torch', 'matplotlib'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-2000:]
