@@ -31,6 +31,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402
 
+from pipeline.workers import job_steps  # noqa: E402
+
 TRIALS = 10
 LAYOUTS = ((1, 1), (1, 2), (2, 1))
 """(worker processes, trials at once each); the first is the baseline."""
@@ -52,14 +54,11 @@ def _lstm_job(steps: int) -> list[str]:
             "--set", "report.seeds=1", "--set", "report.tutorial_seeds=0"]
 
 
-def _job_steps(config: str, steps: int | None = None) -> int:
-    """The job's training steps as ``auto`` counts them (``workers.job_steps``)."""
+def _config_job_steps(name: str) -> int:
+    """experiments/NAME.yaml's training steps as ``auto`` counts them."""
     from pipeline.config import load_config
-    from pipeline.workers import job_steps
 
-    if steps is not None:  # the lstm sweep: 10 trials and one report seed
-        return job_steps(TRIALS, 1, steps, 1)
-    cfg = load_config(bench.ROOT / "experiments" / f"{config}.yaml", {})
+    cfg = load_config(bench.ROOT / "experiments" / f"{name}.yaml", {})
     return job_steps(cfg.study.n_trials, len(cfg.study.cells), cfg.train.steps, cfg.report.seeds)
 
 
@@ -90,11 +89,12 @@ def _summary(jobs: dict[str, dict[str, Any]], seconds: dict[str, dict[str, list[
 
 def measure(steps: list[int], configs: list[str], rounds: int,
             dest: Path | None = None) -> dict[str, Any]:
-    jobs = {f"lstm-{s}": {"args": _lstm_job(s), "job_steps": _job_steps("", s)} for s in steps}
+    jobs = {f"lstm-{s}": {"args": _lstm_job(s), "job_steps": job_steps(TRIALS, 1, s, seeds=1)}
+            for s in steps}
     sweep = list(jobs)
     for name in configs:
         jobs[name] = {"args": ["--config", str(bench.ROOT / "experiments" / f"{name}.yaml")],
-                      "job_steps": _job_steps(name)}
+                      "job_steps": _config_job_steps(name)}
     seconds = {f"{p}x{k}": {j: [] for j in jobs} for p, k in LAYOUTS}
     result = {"trials": TRIALS, "cell": bench.CELL, "batch": 64, "rounds": rounds,
               "cores": len(os.sched_getaffinity(0)), "machine": bench._machine(),
