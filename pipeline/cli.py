@@ -85,12 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="study name prefix; each cell's study is <name>-<cell>")
     tune.add_argument("--workers", default="1", metavar="N|auto",
                       help="worker processes sharing the studies; auto: one per idle core on a "
-                           "CPU, "
+                           f"CPU, but no more than one per {workers.STEPS_PER_CPU_WORKER} "
+                           f"training steps or per {workers.RUNS_PER_CPU_WORKER} runs of the job "
+                           "(whichever allows more); "
                            f"{workers.CUDA_WORKERS_PER_GPU} per card on CUDA (default: 1)")
     tune.add_argument("--trials-at-once", "--trials_at_once", default="1", metavar="N|auto",
                       help="trials each worker process trains at once, each in a thread of its "
                            "own; auto: the idle cores its workers leave on a CPU, one per "
-                           f"{workers.STEPS_PER_CPU_THREAD} training steps of the job at most; "
+                           f"{workers.WINDOWS_PER_CPU_THREAD} windows (steps x batch) the job "
+                           "trains at most; "
                            "1 on CUDA (default: 1)")
     tune.add_argument(workers.WORKER_FLAG, dest="worker_index", type=int,
                       help=argparse.SUPPRESS)
@@ -352,15 +355,18 @@ def _n_workers(spec: str | int, at_once_spec: str | int, cfg: ExperimentConfig,
     from pipeline.train import resolve_device
 
     device = resolve_device(cfg.train.device).type
-    steps = workers.job_steps(cfg.study.n_trials, len(cfg.study.cells), cfg.train.steps,
-                              cfg.report.seeds)
+    cells = len(cfg.study.cells)
+    steps = workers.job_steps(cfg.study.n_trials, cells, cfg.train.steps, cfg.report.seeds)
+    runs = workers.job_runs(cfg.study.n_trials, cells, cfg.report.seeds,
+                            cfg.report.tutorial_seeds if cfg.report.tutorial_config else 0)
     auto = workers.AUTO in (spec, at_once_spec) and device != "cuda"
     load = workers.busy_cores(started) if auto else 0.0  # one sample for both counts
     n = workers.resolve_workers(spec, device, cfg.train.threads,
                                 torch.cuda.device_count() if device == "cuda" else 0,
-                                load=load, job_steps=steps)
-    return n, workers.resolve_trials_at_once(at_once_spec, device, cfg.train.threads, n,
-                                             cfg.study.n_trials, load, job_steps=steps)
+                                load=load, job_steps=steps, job_runs=runs)
+    return n, workers.resolve_trials_at_once(
+        at_once_spec, device, cfg.train.threads, n, cfg.study.n_trials, load,
+        job_windows=workers.job_windows(steps, cfg.train.batch_size))
 
 
 def _progress(cfg: ExperimentConfig, storage: Any, enabled: bool) -> workers.Progress:

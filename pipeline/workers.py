@@ -47,25 +47,35 @@ checkpoint); several processes overlap one's bookkeeping with the others' traini
 on an H200 host (16 cores, default main job, fresh stores, ``bench/gpu_speed.py``): 4 workers
 55.5 and 55.9 s (its 60 trials in 25.4 s), 8 workers 52.3 s (21.4 s); 1 worker over 150 s."""
 STEPS_PER_CPU_WORKER = 10_000
-"""Training steps a job must hold for each CPU worker ``auto`` starts: a worker's own start-up
-(imports, the first optimizer, its studies' wrap-up) costs about 6-8 s of a core, and where
-the trials train enough to keep a thread busy, a second trial at once in the same process
-(``STEPS_PER_CPU_THREAD``) uses the second core without it. Measured on the idle 2-core
-machine (``bench/crossover.py``, 10 lstm trials at batch 64, 3 interleaved rounds, 2026-12-03):
-two threads beat two processes in jobs of 1 650-13 200 steps (1.24-1.56x against one trial
-at a time, processes 1.08-1.49x), and two processes win from about 26 400 (1.70x against
-1.61x); the main job (180 000 steps) runs 2 x 1. Not captured by steps alone: the tutorial
-config's 2 700 steps at batch 1 in 75 short runs, where processes gave 1.24x and threads
-0.89x (``auto``: one trial at a time)."""
-STEPS_PER_CPU_THREAD = 1_500
-"""Training steps a job must hold for each trial at once ``auto`` gives a CPU worker: a
-thread has no start-up of its own, but threads share one interpreter, and in a job of short
-trials their bookkeeping (store writes, figures, the studies' wrap-up) only queues on it.
+"""Training steps a job must hold for each CPU worker ``auto`` starts, unless its runs call for
+more (``RUNS_PER_CPU_WORKER``): a worker's own start-up (imports, the first optimizer, its
+studies' wrap-up) costs about 6-8 s of a core, and where the trials train enough to keep a
+thread busy, a second trial at once in the same process (``WINDOWS_PER_CPU_THREAD``) uses the
+second core without it. Measured on the idle 2-core machine (``bench/crossover.py``, 10 lstm
+trials at batch 64, 3 interleaved rounds, 2026-12-03): two threads beat two processes in jobs
+of 1 650-13 200 steps (1.24-1.56x against one trial at a time, processes 1.08-1.49x), and two
+processes win from about 26 400 (1.70x against 1.61x); the main job (180 000 steps) runs
+2 x 1."""
+RUNS_PER_CPU_WORKER = 15
+"""Tracked runs a job must hold for each CPU worker ``auto`` starts, whatever their steps:
+every run pays the same bookkeeping (about half a second on one core: its run, metrics,
+figure, checkpoints), which only a process of its own takes off the first one's interpreter.
 Measured on the idle 2-core machine (``bench/crossover.py``, 3 interleaved rounds,
-2026-12-03): the smoke job (450 steps at batch 16) 24.6 s with two at once against 22.0 s
-with one; 10 lstm trials at batch 64 in 550 steps 1.11x faster with two (not in every
-round), in 1 650 steps 1.24x (every round), in 3 300 steps 1.27x. Kept at 1 500 for the
-tutorial config (2 700 steps at batch 1, mostly bookkeeping): two at once made it 0.89x."""
+2026-12-03), two processes against one: the tutorial config's 75 short runs 1.24x and 1.29x
+(two sessions), 45 of them 1.34x, 30 of them 1.07x; the smoke job's 21 runs 0.80x, and 25
+runs of 300 batch-1 steps 0.92x: a second worker from 30 runs on."""
+WINDOWS_PER_CPU_THREAD = 48_000
+"""Windows a job must train (steps x batch size, ``job_windows``) for each trial at once
+``auto`` gives a CPU worker: a thread has no start-up of its own, but threads share one
+interpreter, so a second one pays only where a step is mostly torch's kernels (which let the
+interpreter go), and short trials' bookkeeping only queues on it. The batch says which: bare
+training steps of a hidden-32 lstm in two threads against one ran 1.17x at batch 1, 1.18x at
+batch 16, 1.47x at batch 64 (1.88x at hidden 96). Measured on the idle 2-core machine
+(``bench/crossover.py``, 3 interleaved rounds, 2026-12-03), one process with two trials at
+once against one: 10 lstm trials at batch 64 in 550 steps 1.11x (not in every round), in
+1 100 steps 1.07x (not in every round), in 1 650 steps (105 600 windows) 1.24x (every round),
+in 3 300 steps 1.27x; at batch 1, the tutorial config (2 700 windows) 0.89x and 0.95x, 25
+runs of 300 steps (4 500) 0.88x; at batch 16, the smoke job (7 200) 0.83x."""
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 60.0
 """How long stopped workers get to end their runs before they are killed."""
@@ -107,7 +117,8 @@ def usable_cores() -> int:
 
 
 def resolve_workers(spec: str | int, device: str, threads: int, gpus: int = 0,
-                    load: float | None = None, job_steps: int | None = None) -> int:
+                    load: float | None = None, job_steps: int | None = None,
+                    job_runs: int | None = None) -> int:
     """How many workers ``--workers`` means here.
 
     Args:
@@ -116,7 +127,8 @@ def resolve_workers(spec: str | int, device: str, threads: int, gpus: int = 0,
         threads: torch threads per worker (``train.threads``).
         gpus: CUDA cards visible.
         load: how many cores are busy; sampled now (``busy_cores``) when None.
-        job_steps: the training steps the job holds (``job_steps``); no limit when None.
+        job_steps: the training steps the job holds (``job_steps``).
+        job_runs: the tracked runs the job holds (``job_runs``). With neither, no limit.
 
     Returns:
         ``spec`` itself when a number. For ``auto`` on a CPU, one worker per ``threads`` idle
@@ -124,9 +136,10 @@ def resolve_workers(spec: str | int, device: str, threads: int, gpus: int = 0,
         (imports, the first optimizer) again, which is only won back on a core nobody else is
         using.
         Measured on 2 cores with the neighbours at load 2-4: the issue's 10-trial job took
-        31-35 s with one worker, 47-49 s with two. And no more than one per
-        ``STEPS_PER_CPU_WORKER`` steps of the job. On CUDA, ``CUDA_WORKERS_PER_GPU`` per card,
-        never more than there are cores.
+        31-35 s with one worker, 47-49 s with two. And no more than the job's size pays for:
+        one per ``STEPS_PER_CPU_WORKER`` steps or per ``RUNS_PER_CPU_WORKER`` runs, whichever
+        allows more. On CUDA, ``CUDA_WORKERS_PER_GPU`` per card, never more than there are
+        cores.
     """
     if spec != AUTO:
         return int(spec)
@@ -136,13 +149,14 @@ def resolve_workers(spec: str | int, device: str, threads: int, gpus: int = 0,
     load = busy_cores() if load is None else load
     idle = int(cores - load + 0.5)  # rounded: a core 60% busy is not taken
     n = min(idle, cores) // max(1, threads)
-    if job_steps is not None:
-        n = min(n, job_steps // STEPS_PER_CPU_WORKER)
+    if job_steps is not None or job_runs is not None:
+        n = min(n, max((job_steps or 0) // STEPS_PER_CPU_WORKER,
+                       (job_runs or 0) // RUNS_PER_CPU_WORKER))
     return max(1, n)
 
 
 def resolve_trials_at_once(spec: str | int, device: str, threads: int, workers: int,
-                           n_trials: int, load: float, job_steps: int | None = None) -> int:
+                           n_trials: int, load: float, job_windows: int | None = None) -> int:
     """How many trials each worker process trains at once (``--trials-at-once``), each in a
     thread of its own.
 
@@ -153,12 +167,12 @@ def resolve_trials_at_once(spec: str | int, device: str, threads: int, workers: 
         workers: worker processes (``resolve_workers``).
         n_trials: trials per study.
         load: how many cores are busy (``busy_cores``), sampled when the workers were counted.
-        job_steps: the training steps the job holds (``job_steps``); no limit when None.
+        job_windows: the windows the job trains (``job_windows``); no limit when None.
 
     Returns:
         ``spec`` itself when a number. For ``auto`` on a CPU, the idle cores the worker
         processes leave, shared among them (at least one trial each, at most ``n_trials``),
-        and no more than one per ``STEPS_PER_CPU_THREAD`` steps of the job in all: a thread
+        and no more than one per ``WINDOWS_PER_CPU_THREAD`` windows of the job in all: a thread
         costs no start-up of its own (no imports, no store to open, no second optimizer
         warm-up), so it pays where a second process does not, if the trials are long enough
         to train side by side. On CUDA, 1: several trials on one card, each on its own
@@ -170,8 +184,8 @@ def resolve_trials_at_once(spec: str | int, device: str, threads: int, workers: 
         return 1
     idle = int(usable_cores() - load + 0.5)
     share = min(idle // max(1, threads) // max(1, workers), n_trials)
-    if job_steps is not None:
-        share = min(share, job_steps // STEPS_PER_CPU_THREAD // max(1, workers))
+    if job_windows is not None:
+        share = min(share, job_windows // WINDOWS_PER_CPU_THREAD // max(1, workers))
     return max(1, share)
 
 
@@ -224,6 +238,19 @@ def job_steps(n_trials: int, cells: int, steps: int, seeds: int) -> int:
     """The training steps of a job at most (no trial pruned): every trial of every cell's
     study, and the report's seed retrains, which the workers share too."""
     return (n_trials + seeds) * cells * steps
+
+
+def job_runs(n_trials: int, cells: int, seeds: int, tutorial_seeds: int) -> int:
+    """The tracked training runs of a job at most: every trial, the report's seed retrains and
+    its tutorial replays, of every cell. Each pays the same bookkeeping (its run, stepped
+    metrics, a figure, checkpoints), however few steps it trains."""
+    return (n_trials + seeds + tutorial_seeds) * cells
+
+
+def job_windows(steps: int, batch_size: int) -> int:
+    """The windows (sequences) a job trains at most: its steps (``job_steps``) times the batch.
+    What a step costs in torch's kernels, which threads run side by side, grows with it."""
+    return steps * batch_size
 
 
 @dataclasses.dataclass(frozen=True)

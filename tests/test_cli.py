@@ -101,3 +101,21 @@ def test_tune_prints_each_log_line_once(tmp_path):
     assert any(line.startswith("INFO optuna") for line in lines)  # logged, through the CLI
     optunas_own = [line for line in lines if line[:3] in ("[I ", "[W ", "[E ")]
     assert not optunas_own, optunas_own
+
+
+@pytest.mark.parametrize("config, layout", [
+    ("default", (2, 1)),   # 180 000 steps: a process per core
+    ("tutorial", (2, 1)),  # 75 short runs: their bookkeeping is what a second process shares
+    ("smoke", (1, 1)),     # 21 runs of 30 steps: a second anything costs more than it wins
+])
+def test_auto_picks_the_layout_measured_best_for_each_shipped_config(monkeypatch, config,
+                                                                     layout):
+    # bench/crossover.py on the idle 2-core machine (docs/performance.md): these are the
+    # fastest of 1 x 1, 1 x 2 and 2 x 1 there; `auto` must read them from the config.
+    from pipeline import cli, workers
+    from pipeline.config import load_config
+
+    monkeypatch.setattr(workers, "usable_cores", lambda: 2)
+    monkeypatch.setattr(workers, "busy_cores", lambda *args, **kwargs: 0.0)  # idle
+    cfg = load_config(ROOT / "experiments" / f"{config}.yaml", {"train.device": "cpu"})
+    assert cli._n_workers("auto", "auto", cfg) == layout

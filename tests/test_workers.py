@@ -104,6 +104,16 @@ def test_auto_is_one_worker_per_idle_core_on_a_cpu(monkeypatch):
         "a small job pays a second worker's start-up without winning it back"
     assert workers.resolve_workers("auto", "cpu", threads=1, load=0.1, job_steps=big) == 8
     assert workers.resolve_workers(4, "cpu", threads=1, load=0.1, job_steps=small) == 4
+    # Many short runs: their bookkeeping, not their steps, is what a second process shares.
+    tutorial = workers.job_runs(n_trials=10, cells=3, seeds=5, tutorial_seeds=10)
+    smoke = workers.job_runs(n_trials=3, cells=3, seeds=2, tutorial_seeds=2)
+    assert (tutorial, smoke) == (75, 21)
+    assert workers.resolve_workers("auto", "cpu", threads=1, load=0.1, job_steps=2_700,
+                                   job_runs=tutorial) == 5, "a worker per 15 runs"
+    assert workers.resolve_workers("auto", "cpu", threads=1, load=0.1, job_steps=450,
+                                   job_runs=smoke) == 1
+    assert workers.resolve_workers("auto", "cpu", threads=1, load=0.1, job_steps=big,
+                                   job_runs=smoke) == 8, "whichever allows more"
     monkeypatch.setattr(workers, "usable_cores", lambda: 16)  # the H100/H200 hosts
     assert workers.resolve_workers("auto", "cuda", threads=1, gpus=1) == \
         workers.CUDA_WORKERS_PER_GPU
@@ -122,13 +132,17 @@ def test_auto_trials_at_once_fill_the_cores_the_workers_leave(monkeypatch):
                                           load=1.2) == 1, "a busy core is not taken"
     assert workers.resolve_trials_at_once("auto", "cpu", threads=2, workers=1, n_trials=10,
                                           load=0.1) == 1, "torch threads count"
-    peer = workers.job_steps(n_trials=10, cells=1, steps=300, seeds=1)
-    smoke = workers.job_steps(n_trials=3, cells=3, steps=30, seeds=2)
+    peer = workers.job_windows(workers.job_steps(n_trials=10, cells=1, steps=300, seeds=1), 64)
+    smoke = workers.job_windows(workers.job_steps(n_trials=3, cells=3, steps=30, seeds=2), 16)
     assert workers.resolve_trials_at_once("auto", "cpu", threads=1, workers=1, n_trials=10,
-                                          load=0.1, job_steps=peer) == 2
+                                          load=0.1, job_windows=peer) == 2
     assert workers.resolve_trials_at_once("auto", "cpu", threads=1, workers=1, n_trials=3,
-                                          load=0.1, job_steps=smoke) == 1, \
+                                          load=0.1, job_windows=smoke) == 1, \
         "short trials' bookkeeping only queues on one interpreter"
+    batch_1 = workers.job_windows(workers.job_steps(n_trials=10, cells=1, steps=300, seeds=5), 1)
+    assert workers.resolve_trials_at_once("auto", "cpu", threads=1, workers=1, n_trials=10,
+                                          load=0.1, job_windows=batch_1) == 1, \
+        "the peer's steps at batch 1: the interpreter, not the kernels, is what they wait on"
     monkeypatch.setattr(workers, "usable_cores", lambda: 16)
     assert workers.resolve_trials_at_once("auto", "cpu", threads=1, workers=1, n_trials=3,
                                           load=0.0) == 3, "never more than a study's trials"
