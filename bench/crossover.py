@@ -1,9 +1,10 @@
 """Where a second CPU worker, or a second trial at once, starts to pay: the crossovers behind
 ``--workers auto`` and ``--trials-at-once auto`` on a CPU (``pipeline/workers.py:
-STEPS_PER_CPU_WORKER``, ``STEPS_PER_CPU_THREAD``).
+STEPS_PER_CPU_WORKER``, ``RUNS_PER_CPU_WORKER``, ``WINDOWS_PER_CPU_THREAD``).
 
     python bench/crossover.py                      # about 60 minutes on 2 idle cores
     python bench/crossover.py --steps 50 300 --configs smoke --rounds 1
+    python bench/crossover.py --steps --configs 'tutorial:study.n_trials=5,report.tutorial_seeds=0'
 
 One job per size: ``tune`` of 10 lstm trials of S steps each at batch 64 (pruning off, one
 report seed, no tutorial runs: every step is trained), so the job holds 11 x S training
@@ -12,7 +13,9 @@ steps, as ``workers.job_steps`` counts them. Each size runs as 1 process x 1 tri
 (after one uncounted warm-up job). For each layout the result gives the median wall time per
 size and its ratio to 1 x 1 (above 1: faster), and the smallest job size from which it stays
 faster. The experiment configs named by ``--configs`` (default: smoke and tutorial, jobs of
-short trials with many runs) run the same way, as they are. Writes ``bench/crossover.json``
+short trials with many runs) run the same way, as they are or with fields set
+(``NAME:KEY=VALUE,...``); each job records its steps, runs (``workers.job_runs``) and
+arguments. Writes ``bench/crossover.json``
 after every job, and prints it at the end. Needs an idle machine with at least 2 cores: on
 busy cores a second worker only queues.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -31,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402
 
-from pipeline.workers import job_steps  # noqa: E402
+from pipeline.workers import job_runs, job_steps  # noqa: E402
 
 TRIALS = 10
 LAYOUTS = ((1, 1), (1, 2), (2, 1))
@@ -54,12 +58,23 @@ def _lstm_job(steps: int) -> list[str]:
             "--set", "report.seeds=1", "--set", "report.tutorial_seeds=0"]
 
 
-def _config_job_steps(name: str) -> int:
-    """experiments/NAME.yaml's training steps as ``auto`` counts them."""
+def _config_job(spec: str) -> dict[str, Any]:
+    """A job from ``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE``: experiments/NAME.yaml with those
+    fields set, and its training steps and runs as ``auto`` counts them."""
+    import yaml
+
     from pipeline.config import load_config
 
-    cfg = load_config(bench.ROOT / "experiments" / f"{name}.yaml", {})
-    return job_steps(cfg.study.n_trials, len(cfg.study.cells), cfg.train.steps, cfg.report.seeds)
+    name, _, sets = spec.partition(":")
+    # commas inside [...] belong to a list value: study.cells=[rnn,lstm]
+    pairs = [item.split("=", 1) for item in re.split(r",(?![^\[]*\])", sets) if item]
+    path = bench.ROOT / "experiments" / f"{name}.yaml"
+    cfg = load_config(path, {k: yaml.safe_load(v) for k, v in pairs})
+    cells = len(cfg.study.cells)
+    return {"args": ["--config", str(path), *(a for k, v in pairs for a in ("--set", f"{k}={v}"))],
+            "job_steps": job_steps(cfg.study.n_trials, cells, cfg.train.steps, cfg.report.seeds),
+            "job_runs": job_runs(cfg.study.n_trials, cells, cfg.report.seeds,
+                                 cfg.report.tutorial_seeds if cfg.report.tutorial_config else 0)}
 
 
 def first_paying(sizes: list[int], ratios: list[float]) -> int | None:
@@ -89,16 +104,16 @@ def _summary(jobs: dict[str, dict[str, Any]], seconds: dict[str, dict[str, list[
 
 def measure(steps: list[int], configs: list[str], rounds: int,
             dest: Path | None = None) -> dict[str, Any]:
-    jobs = {f"lstm-{s}": {"args": _lstm_job(s), "job_steps": job_steps(TRIALS, 1, s, seeds=1)}
+    jobs = {f"lstm-{s}": {"args": _lstm_job(s), "job_steps": job_steps(TRIALS, 1, s, seeds=1),
+                          "job_runs": job_runs(TRIALS, 1, seeds=1, tutorial_seeds=0)}
             for s in steps}
     sweep = list(jobs)
-    for name in configs:
-        jobs[name] = {"args": ["--config", str(bench.ROOT / "experiments" / f"{name}.yaml")],
-                      "job_steps": _config_job_steps(name)}
+    for spec in configs:
+        jobs[spec] = _config_job(spec)
     seconds = {f"{p}x{k}": {j: [] for j in jobs} for p, k in LAYOUTS}
     result = {"trials": TRIALS, "cell": bench.CELL, "batch": 64, "rounds": rounds,
               "cores": len(os.sched_getaffinity(0)), "machine": bench._machine(),
-              "jobs": {j: {"job_steps": v["job_steps"], "args": v["args"]}
+              "jobs": {j: {k: v[k] for k in ("job_steps", "job_runs", "args")}
                        for j, v in jobs.items()}}
     first = next(iter(jobs.values()))["args"]
     with tempfile.TemporaryDirectory() as tmp:  # warm-up, not counted: the first process
@@ -121,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, nargs="*", default=list(STEPS),
                         help="steps per trial of the lstm jobs, one job size each")
     parser.add_argument("--configs", nargs="*", default=["smoke", "tutorial"],
-                        help="experiment configs (experiments/NAME.yaml) run as they are")
+                        help="experiment configs run as they are (experiments/NAME.yaml), or "
+                             "with fields set: NAME:KEY=VALUE,KEY=VALUE")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     result = measure(args.steps, args.configs, args.rounds,
