@@ -61,9 +61,11 @@ RUNS_PER_CPU_WORKER = 15
 every run pays the same bookkeeping (about half a second on one core: its run, metrics,
 figure, checkpoints), which only a process of its own takes off the first one's interpreter.
 Measured on the idle 2-core machine (``bench/crossover.py``, 3 interleaved rounds,
-2026-12-03), two processes against one: the tutorial config's 75 short runs 1.24x and 1.29x
-(two sessions), 45 of them 1.34x, 30 of them 1.07x; the smoke job's 21 runs 0.80x, and 25
-runs of 300 batch-1 steps 0.92x: a second worker from 30 runs on."""
+2026-12-03), two processes against one: the tutorial config's 75 short runs 1.24x, 1.29x and
+1.10x (three sessions), 45 of them 1.34x, 30 of them 1.07x; the smoke job's 21 runs 0.80x,
+0.80x and 0.72x: a second worker from 30 runs on. Between 21 and 45 runs the VM's noise
+(+-20 % from one job to the next) decides: 25 runs of 300 batch-1 steps gave 0.92x in one
+session and 1.26x in the next."""
 WINDOWS_PER_CPU_THREAD = 48_000
 """Windows a job must train (steps x batch size, ``job_windows``) for each trial at once
 ``auto`` gives a CPU worker: a thread has no start-up of its own, but threads share one
@@ -73,9 +75,10 @@ training steps of a hidden-32 lstm in two threads against one ran 1.17x at batch
 batch 16, 1.47x at batch 64 (1.88x at hidden 96). Measured on the idle 2-core machine
 (``bench/crossover.py``, 3 interleaved rounds, 2026-12-03), one process with two trials at
 once against one: 10 lstm trials at batch 64 in 550 steps 1.11x (not in every round), in
-1 100 steps 1.07x (not in every round), in 1 650 steps (105 600 windows) 1.24x (every round),
-in 3 300 steps 1.27x; at batch 1, the tutorial config (2 700 windows) 0.89x and 0.95x, 25
-runs of 300 steps (4 500) 0.88x; at batch 16, the smoke job (7 200) 0.83x."""
+1 100 steps 1.07x (not in every round), in 1 650 steps (105 600 windows) 1.24x and 1.31x (two
+sessions), in 3 300 steps 1.27x; at batch 1, the tutorial config (2 700 windows) 0.89x, 0.95x
+and 0.84x, 25 runs of 300 steps (4 500) 0.88x and 1.07x; at batch 16, the smoke job (7 200)
+0.83x and 0.71x."""
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 60.0
 """How long stopped workers get to end their runs before they are killed."""
