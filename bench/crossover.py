@@ -15,9 +15,10 @@ size and its ratio to 1 x 1 (above 1: faster), and the smallest job size from wh
 faster. The experiment configs named by ``--configs`` (default: smoke and tutorial, jobs of
 short trials with many runs) run the same way, as they are or with fields set
 (``NAME:KEY=VALUE,...``); each job records its steps, runs (``workers.job_runs``) and
-arguments. Writes ``bench/crossover.json``
-after every job, and prints it at the end. Needs an idle machine with at least 2 cores: on
-busy cores a second worker only queues.
+arguments. ``--auto`` adds a fourth layout, ``--workers auto --trials-at-once auto``, and its
+``vs_best``: the fastest fixed layout's median over auto's (1: auto picked it). Writes
+``bench/crossover.json`` after every job, and prints it at the end. Needs an idle machine
+with at least 2 cores: on busy cores a second worker only queues.
 """
 
 from __future__ import annotations
@@ -40,12 +41,18 @@ from pipeline.workers import job_runs, job_steps  # noqa: E402
 TRIALS = 10
 LAYOUTS = ((1, 1), (1, 2), (2, 1))
 """(worker processes, trials at once each); the first is the baseline."""
+AUTO = ("auto", "auto")
+"""``--auto`` adds this layout: what ``auto`` picks for both, to be checked against the best."""
 STEPS = (50, 150, 300, 600, 1200, 2400)
 """Steps per trial: jobs of 550 to 26 400 training steps, around the rules in ``workers``
 (1 500 steps per thread, 10 000 per worker)."""
 
 
-def _cmd(tmp: Path, job: list[str], processes: int, at_once: int) -> list[str]:
+def _name(layout: tuple[int | str, int | str]) -> str:
+    return "auto" if layout == AUTO else f"{layout[0]}x{layout[1]}"
+
+
+def _cmd(tmp: Path, job: list[str], processes: int | str, at_once: int | str) -> list[str]:
     return [sys.executable, "-m", "pipeline", "-q", "tune", "--device", "cpu",
             "--workers", str(processes), "--trials-at-once", str(at_once),
             "--storage", f"sqlite:///{tmp / 'optuna.db'}", *job]
@@ -99,18 +106,25 @@ def _summary(jobs: dict[str, dict[str, Any]], seconds: dict[str, dict[str, list[
             "median_seconds": medians, "speedup_vs_1x1": ratios, "seconds": by_job,
             "pays_from_job_steps": first_paying([jobs[j]["job_steps"] for j in swept],
                                                 [ratios[j] for j in swept])}
+    if "auto" in layouts:  # auto against the fastest fixed layout of each job (1: it picked it)
+        auto = layouts["auto"]["median_seconds"]
+        auto_vs_best = {j: min(layouts[n]["median_seconds"][j] for n in layouts
+                               if n != "auto" and j in layouts[n]["median_seconds"]) / auto[j]
+                        for j in auto}
+        layouts["auto"]["vs_best"] = auto_vs_best
     return layouts
 
 
 def measure(steps: list[int], configs: list[str], rounds: int,
-            dest: Path | None = None) -> dict[str, Any]:
+            dest: Path | None = None, auto: bool = False) -> dict[str, Any]:
     jobs = {f"lstm-{s}": {"args": _lstm_job(s), "job_steps": job_steps(TRIALS, 1, s, seeds=1),
                           "job_runs": job_runs(TRIALS, 1, seeds=1, tutorial_seeds=0)}
             for s in steps}
     sweep = list(jobs)
     for spec in configs:
         jobs[spec] = _config_job(spec)
-    seconds = {f"{p}x{k}": {j: [] for j in jobs} for p, k in LAYOUTS}
+    layouts = [*LAYOUTS, AUTO] if auto else list(LAYOUTS)
+    seconds = {_name(lay): {j: [] for j in jobs} for lay in layouts}
     result = {"trials": TRIALS, "cell": bench.CELL, "batch": 64, "rounds": rounds,
               "cores": len(os.sched_getaffinity(0)), "machine": bench._machine(),
               "jobs": {j: {k: v[k] for k in ("job_steps", "job_runs", "args")}
@@ -121,10 +135,10 @@ def measure(steps: list[int], configs: list[str], rounds: int,
     for r in range(rounds):
         for j, job in jobs.items():
             # each round starts at a different layout: none always follows the same one
-            for p, k in LAYOUTS[r % len(LAYOUTS):] + LAYOUTS[:r % len(LAYOUTS)]:
+            for p, k in layouts[r % len(layouts):] + layouts[:r % len(layouts)]:
                 with tempfile.TemporaryDirectory() as tmp:
-                    seconds[f"{p}x{k}"][j].append(bench._timed(_cmd(Path(tmp), job["args"], p, k),
-                                                               Path(tmp)))
+                    seconds[_name((p, k))][j].append(
+                        bench._timed(_cmd(Path(tmp), job["args"], p, k), Path(tmp)))
             result["layouts"] = _summary(jobs, seconds, sweep)
             if dest is not None:  # what was measured survives a run cut short
                 dest.write_text(json.dumps(result, indent=2) + "\n")
@@ -139,9 +153,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="experiment configs run as they are (experiments/NAME.yaml), or "
                              "with fields set: NAME:KEY=VALUE,KEY=VALUE")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--auto", action="store_true",
+                        help="also run each job as --workers auto --trials-at-once auto")
     args = parser.parse_args(argv)
     result = measure(args.steps, args.configs, args.rounds,
-                     bench.ROOT / "bench" / "crossover.json")
+                     bench.ROOT / "bench" / "crossover.json", auto=args.auto)
     print(json.dumps(result, indent=2))
     return 0
 
