@@ -16,7 +16,9 @@ faster. The experiment configs named by ``--configs`` (default: smoke and tutori
 short trials with many runs) run the same way, as they are or with fields set
 (``NAME:KEY=VALUE,...``); each job records its steps, runs (``workers.job_runs``) and
 arguments. ``--auto`` adds a fourth layout, ``--workers auto --trials-at-once auto``, and its
-``vs_best``: the fastest fixed layout's median over auto's (1: auto picked it). Writes
+``vs_best``: the fastest fixed layout's median over auto's (1: auto picked it).
+``--bare-threads`` only times bare torch steps in two threads against one, per batch size
+(``bare_threads``: why threads are counted in windows). Writes
 ``bench/crossover.json`` after every job, and prints it at the end. Needs an idle machine
 with at least 2 cores: on busy cores a second worker only queues.
 """
@@ -115,6 +117,55 @@ def _summary(jobs: dict[str, dict[str, Any]], seconds: dict[str, dict[str, list[
     return layouts
 
 
+BARE_SHAPES = ((1, 32, 600), (16, 32, 400), (64, 32, 300), (64, 96, 200))
+"""(batch, hidden, steps) of the bare thread check: from the tutorial's batch 1 to the main
+job's batch 64, about a second of steps each."""
+
+
+def bare_threads(shapes: tuple[tuple[int, int, int], ...] = BARE_SHAPES,
+                 rounds: int = 5) -> dict[str, Any]:
+    """Why ``auto`` counts threads in windows (``workers.WINDOWS_PER_CPU_THREAD``): bare lstm
+    training steps (torch alone, one torch thread each, no study or tracking) run by two
+    threads at once against the same steps twice in a row, per batch size, the shapes
+    interleaved in every round; the median of the rounds' ratios. Threads share one
+    interpreter, so what two of them win is the share of a step spent in torch's kernels."""
+    import threading
+    import time
+
+    import torch
+
+    torch.set_num_threads(1)
+
+    def train(batch: int, hidden: int, n: int, seq_len: int = 20) -> None:
+        rnn, head = torch.nn.LSTM(1, hidden, batch_first=True), torch.nn.Linear(hidden, 1)
+        opt = torch.optim.Adam([*rnn.parameters(), *head.parameters()], lr=0.01)
+        x, y = torch.randn(batch, seq_len, 1), torch.randn(batch, seq_len, 1)
+        for _ in range(n):
+            opt.zero_grad()
+            loss = ((head(rnn(x)[0]) - y) ** 2).mean()
+            loss.backward()
+            opt.step()
+
+    ratios: dict[str, list[float]] = {f"batch {b}, hidden {h}": [] for b, h, _ in shapes}
+    for batch, hidden, _ in shapes:
+        train(batch, hidden, 20)  # warm-up: the first steps allocate
+    for _ in range(rounds):
+        for batch, hidden, n in shapes:
+            started = time.perf_counter()
+            train(batch, hidden, n)
+            train(batch, hidden, n)
+            one = time.perf_counter() - started
+            pair = [threading.Thread(target=train, args=(batch, hidden, n)) for _ in range(2)]
+            started = time.perf_counter()
+            for t in pair:
+                t.start()
+            for t in pair:
+                t.join()
+            ratios[f"batch {batch}, hidden {hidden}"].append(one / (time.perf_counter() - started))
+    return {k: {"two_threads_speedup": statistics.median(v), "rounds": v}
+            for k, v in ratios.items()}
+
+
 def measure(steps: list[int], configs: list[str], rounds: int,
             dest: Path | None = None, auto: bool = False) -> dict[str, Any]:
     jobs = {f"lstm-{s}": {"args": _lstm_job(s), "job_steps": job_steps(TRIALS, 1, s, seeds=1),
@@ -155,7 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--auto", action="store_true",
                         help="also run each job as --workers auto --trials-at-once auto")
+    parser.add_argument("--bare-threads", action="store_true",
+                        help="only the bare check: torch's lstm steps in two threads against "
+                             "one, per batch size (--rounds rounds, about 10 s each)")
     args = parser.parse_args(argv)
+    if args.bare_threads:
+        print(json.dumps(bare_threads(rounds=args.rounds), indent=2))
+        return 0
     result = measure(args.steps, args.configs, args.rounds,
                      bench.ROOT / "bench" / "crossover.json", auto=args.auto)
     print(json.dumps(result, indent=2))
