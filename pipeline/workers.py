@@ -71,8 +71,10 @@ WINDOWS_PER_CPU_THREAD = 48_000
 ``auto`` gives a CPU worker: a thread has no start-up of its own, but threads share one
 interpreter, so a second one pays only where a step is mostly torch's kernels (which let the
 interpreter go), and short trials' bookkeeping only queues on it. The batch says which: bare
-training steps of a hidden-32 lstm in two threads against one ran 1.17x at batch 1, 1.18x at
-batch 16, 1.47x at batch 64 (1.88x at hidden 96). Measured on the idle 2-core machine
+training steps of a hidden-32 lstm in two threads against one (``bench/crossover.py
+--bare-threads``, median of 7 rounds) ran 1.27x at batch 1, 1.18x at batch 16, 1.47x at
+batch 64 (1.78x at hidden 96; single rounds 0.96-1.36x at batch 1, 1.17-1.66x at batch 64).
+Measured on the idle 2-core machine
 (``bench/crossover.py``, 3 interleaved rounds, 2026-12-03), one process with two trials at
 once against one: 10 lstm trials at batch 64 in 550 steps 1.11x (not in every round), in
 1 100 steps 1.07x (not in every round), in 1 650 steps (105 600 windows) 1.24x and 1.31x (two
