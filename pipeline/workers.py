@@ -74,13 +74,12 @@ interpreter go), and short trials' bookkeeping only queues on it. The batch says
 training steps of a hidden-32 lstm in two threads against one (``bench/crossover.py
 --bare-threads``, median of 7 rounds) ran 1.27x at batch 1, 1.18x at batch 16, 1.47x at
 batch 64 (1.78x at hidden 96; single rounds 0.96-1.36x at batch 1, 1.17-1.66x at batch 64).
-Measured on the idle 2-core machine
-(``bench/crossover.py``, 3 interleaved rounds, 2026-12-03), one process with two trials at
-once against one: 10 lstm trials at batch 64 in 550 steps 1.11x (not in every round), in
-1 100 steps 1.07x (not in every round), in 1 650 steps (105 600 windows) 1.24x and 1.31x (two
-sessions), in 3 300 steps 1.27x; at batch 1, the tutorial config (2 700 windows) 0.89x, 0.95x
-and 0.84x, 25 runs of 300 steps (4 500) 0.88x and 1.07x; at batch 16, the smoke job (7 200)
-0.83x and 0.71x."""
+Measured on the idle 2-core machine (``bench/crossover.py``, 3 interleaved rounds,
+2026-12-03), one process with two trials at once against one: 10 lstm trials at batch 64 in
+550 steps 1.11x (not in every round), in 1 100 steps 1.07x (not in every round), in 1 650
+steps (105 600 windows) 1.24x and 1.31x (two sessions), in 3 300 steps 1.27x; at batch 1,
+the tutorial config (2 700 windows) 0.89x, 0.95x and 0.84x, 25 runs of 300 steps (4 500)
+0.88x and 1.07x; at batch 16, the smoke job (7 200) 0.83x and 0.71x."""
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 60.0
 """How long stopped workers get to end their runs before they are killed."""
