@@ -38,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402
 
-from pipeline.workers import job_runs, job_steps  # noqa: E402
+from pipeline.workers import job_runs, job_size, job_steps  # noqa: E402
 
 TRIALS = 10
 LAYOUTS = ((1, 1), (1, 2), (2, 1))
@@ -78,12 +78,9 @@ def _config_job(spec: str) -> dict[str, Any]:
     # commas inside [...] belong to a list value: study.cells=[rnn,lstm]
     pairs = [item.split("=", 1) for item in re.split(r",(?![^\[]*\])", sets) if item]
     path = bench.ROOT / "experiments" / f"{name}.yaml"
-    cfg = load_config(path, {k: yaml.safe_load(v) for k, v in pairs})
-    cells = len(cfg.study.cells)
+    size = job_size(load_config(path, {k: yaml.safe_load(v) for k, v in pairs}))
     return {"args": ["--config", str(path), *(a for k, v in pairs for a in ("--set", f"{k}={v}"))],
-            "job_steps": job_steps(cfg.study.n_trials, cells, cfg.train.steps, cfg.report.seeds),
-            "job_runs": job_runs(cfg.study.n_trials, cells, cfg.report.seeds,
-                                 cfg.report.tutorial_seeds if cfg.report.tutorial_config else 0)}
+            "job_steps": size.steps, "job_runs": size.runs}
 
 
 def first_paying(sizes: list[int], ratios: list[float]) -> int | None:

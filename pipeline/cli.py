@@ -355,18 +355,14 @@ def _n_workers(spec: str | int, at_once_spec: str | int, cfg: ExperimentConfig,
     from pipeline.train import resolve_device
 
     device = resolve_device(cfg.train.device).type
-    cells = len(cfg.study.cells)
-    steps = workers.job_steps(cfg.study.n_trials, cells, cfg.train.steps, cfg.report.seeds)
-    runs = workers.job_runs(cfg.study.n_trials, cells, cfg.report.seeds,
-                            cfg.report.tutorial_seeds if cfg.report.tutorial_config else 0)
+    size = workers.job_size(cfg)
     auto = workers.AUTO in (spec, at_once_spec) and device != "cuda"
     load = workers.busy_cores(started) if auto else 0.0  # one sample for both counts
     n = workers.resolve_workers(spec, device, cfg.train.threads,
                                 torch.cuda.device_count() if device == "cuda" else 0,
-                                load=load, job_steps=steps, job_runs=runs)
-    return n, workers.resolve_trials_at_once(
-        at_once_spec, device, cfg.train.threads, n, cfg.study.n_trials, load,
-        job_windows=workers.job_windows(steps, cfg.train.batch_size))
+                                load=load, job_steps=size.steps, job_runs=size.runs)
+    return n, workers.resolve_trials_at_once(at_once_spec, device, cfg.train.threads, n,
+                                             cfg.study.n_trials, load, job_windows=size.windows)
 
 
 def _progress(cfg: ExperimentConfig, storage: Any, enabled: bool) -> workers.Progress:

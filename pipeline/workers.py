@@ -30,9 +30,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pipeline import interrupts
+
+if TYPE_CHECKING:
+    from pipeline.config import ExperimentConfig
 
 AUTO = "auto"
 WORKER_FLAG = "--worker-index"
@@ -255,6 +258,24 @@ def job_windows(steps: int, batch_size: int) -> int:
     """The windows (sequences) a job trains at most: its steps (``job_steps``) times the batch.
     What a step costs in torch's kernels, which threads run side by side, grows with it."""
     return steps * batch_size
+
+
+class JobSize(NamedTuple):
+    """What ``auto`` sizes a job by: ``job_steps``, ``job_runs`` and ``job_windows``."""
+
+    steps: int
+    runs: int
+    windows: int
+
+
+def job_size(cfg: ExperimentConfig) -> JobSize:
+    """The size of ``tune``'s job for ``cfg``: its studies, the report's seed retrains and
+    its tutorial replays (none without ``report.tutorial_config``, as the report runs them)."""
+    cells, seeds = len(cfg.study.cells), cfg.report.seeds
+    steps = job_steps(cfg.study.n_trials, cells, cfg.train.steps, seeds)
+    tutorial_seeds = cfg.report.tutorial_seeds if cfg.report.tutorial_config else 0
+    return JobSize(steps, job_runs(cfg.study.n_trials, cells, seeds, tutorial_seeds),
+                   job_windows(steps, cfg.train.batch_size))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -121,6 +121,17 @@ def test_auto_is_one_worker_per_idle_core_on_a_cpu(monkeypatch):
     assert workers.resolve_workers("auto", "cuda", threads=1, gpus=1) == 2, "never above cores"
 
 
+def test_job_size_counts_what_the_report_runs_too():
+    from pipeline.config import load_config
+
+    cfg = load_config(ROOT / "experiments" / "tutorial.yaml")
+    # 10 trials + 5 seed retrains of 60 batch-1 steps, and 10 tutorial replays, per cell
+    assert workers.job_size(cfg) == (2_700, 75, 2_700)
+    no_replays = cfg.replace({"report.tutorial_config": "", "train.batch_size": 4})
+    assert workers.job_size(no_replays) == (2_700, 45, 10_800), \
+        "no tutorial replays where the report runs none"
+
+
 def test_auto_trials_at_once_fill_the_cores_the_workers_leave(monkeypatch):
     monkeypatch.setattr(workers, "usable_cores", lambda: 2)
     # The peer's job on 2 idle cores: one process (too small for a second), two threads.
