@@ -38,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402
 
-from pipeline.workers import job_runs, job_size, job_steps  # noqa: E402
+from pipeline.workers import job_size  # noqa: E402
 
 TRIALS = 10
 LAYOUTS = ((1, 1), (1, 2), (2, 1))
@@ -47,7 +47,7 @@ AUTO = ("auto", "auto")
 """``--auto`` adds this layout: what ``auto`` picks for both, to be checked against the best."""
 STEPS = (50, 150, 300, 600, 1200, 2400)
 """Steps per trial: jobs of 550 to 26 400 training steps, around the rules in ``workers``
-(1 500 steps per thread, 10 000 per worker)."""
+(48 000 windows per thread, 750 steps at batch 64; 10 000 steps per worker)."""
 
 
 def _name(layout: tuple[int | str, int | str]) -> str:
@@ -60,11 +60,10 @@ def _cmd(tmp: Path, job: list[str], processes: int | str, at_once: int | str) ->
             "--storage", f"sqlite:///{tmp / 'optuna.db'}", *job]
 
 
-def _lstm_job(steps: int) -> list[str]:
-    return ["--config", str(bench.ROOT / "experiments" / "default.yaml"), "--cells", bench.CELL,
-            "--n-trials", str(TRIALS), "--set", f"train.steps={steps}",
-            "--set", f"study.pruner_startup_trials={TRIALS + 1}",
-            "--set", "report.seeds=1", "--set", "report.tutorial_seeds=0"]
+def _lstm_job(steps: int) -> str:
+    """The sweep's job of ``steps`` per trial, as a ``--configs`` entry."""
+    return (f"default:study.cells=[{bench.CELL}],study.n_trials={TRIALS},train.steps={steps},"
+            f"study.pruner_startup_trials={TRIALS + 1},report.seeds=1,report.tutorial_seeds=0")
 
 
 def _config_job(spec: str) -> dict[str, Any]:
@@ -165,9 +164,7 @@ def bare_threads(shapes: tuple[tuple[int, int, int], ...] = BARE_SHAPES,
 
 def measure(steps: list[int], configs: list[str], rounds: int,
             dest: Path | None = None, auto: bool = False) -> dict[str, Any]:
-    jobs = {f"lstm-{s}": {"args": _lstm_job(s), "job_steps": job_steps(TRIALS, 1, s, seeds=1),
-                          "job_runs": job_runs(TRIALS, 1, seeds=1, tutorial_seeds=0)}
-            for s in steps}
+    jobs = {f"lstm-{s}": _config_job(_lstm_job(s)) for s in steps}
     sweep = list(jobs)
     for spec in configs:
         jobs[spec] = _config_job(spec)
