@@ -22,8 +22,9 @@
 # GPU_SPEED_TRIALS (see bench/gpu_speed.py).
 # In a short lease, name what matters most first: a part cut off leaves the ones before it.
 # On the CPU it runs every part that does not need a GPU and says what it skipped.
-# Carried wheels (a lent machine has no mlflow/optuna), compiled on all cores before anything
-# is timed: uncompiled, every worker process compiled them again (8.8 s in one profile).
+# Carried wheels (a lent machine has no mlflow/optuna; bench/gpu_wheels.sh makes .whl/ where
+# an index is reachable), compiled on all cores before anything is timed: uncompiled, every
+# worker process compiled them again (8.8 s in one profile).
 if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && python3 -m compileall -q -j 0 /tmp/site >/dev/null 2>&1; export PYTHONPATH=/tmp/site:$PWD; fi
 set -uo pipefail
 cd "$(dirname "$0")/.."
