@@ -36,15 +36,12 @@ torch torchaudio torchdiffeq torch-geometric torchmetrics torchvision tqdm trans
 treescope triton typer typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkzeug
 wheel wrapt xarray xxhash yarl zipp"
 
-# pyproject.toml's runtime pins, torch (and nvidia-*, CUDA's own) left out.
-mapfile -t PINS < <(python3 - <<'EOF'
-import re, tomllib
+# pyproject.toml's runtime pins (read with tomllib: Python 3.11+), torch left out: resolved
+# for the card, it would bring a CUDA build of several GB that the image already holds.
+mapfile -t PINS < <(python3 -c '
+import tomllib
 deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
-for dep in deps:
-    if not re.match(r"(torch|nvidia-ml-py)\b", dep):
-        print(dep)
-EOF
-)
+print("\n".join(dep for dep in deps if not dep.startswith("torch")))')
 PLATFORMS=()
 for n in 39 35 34 31 28 27 24 17 5; do PLATFORMS+=(--platform "manylinux_2_${n}_x86_64"); done
 PLATFORMS+=(--platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any)
@@ -53,10 +50,11 @@ all=$(mktemp -d)
 trap 'rm -rf "$all"' EXIT
 python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
     "${PLATFORMS[@]}" -d "$all" "${PINS[@]}"
+have=" $(echo $HAVE) "  # one line, each name between spaces
 rm -rf .whl && mkdir .whl
 for wheel in "$all"/*.whl; do
     name=$(basename "$wheel" | cut -d- -f1 | tr '[:upper:]_.' '[:lower:]--')
-    case " $(echo $HAVE) " in
+    case $have in
         *" $name "*) ;;  # on the image already
         *) mv "$wheel" .whl/ ;;
     esac
