@@ -382,6 +382,16 @@ class Tracker:
             except Exception as err:
                 log.warning("a prediction figure could not be logged: %s", _first_line(err))
 
+    def log_png(self, run_id: str, png: bytes, path: str) -> None:
+        """Logs a figure already rendered to PNG (what ``log_figure`` would write) as the
+        artifact ``path``: a figure the caller also embeds is drawn once, not twice."""
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(path).name
+            local.write_bytes(png)
+            folder = Path(path).parent
+            self._client.log_artifact(run_id, str(local),
+                                      None if folder == Path(".") else folder.as_posix())
+
     def log_text(self, run_id: str, text: str, path: str) -> None:
         self._client.log_text(run_id, secrets.mask(text), path)
 

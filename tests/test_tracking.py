@@ -303,6 +303,15 @@ def test_figures_are_built_and_drawn_holding_the_drawing_lock(tracker, backgroun
     assert paths == ["plots/f.png"]
 
 
+@pytest.mark.parametrize("path", ["top.png", "report/deep/f.png"])
+def test_a_rendered_png_is_logged_byte_for_byte_where_it_is_named(tracker, tmp_path, path):
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))  # the report's figures, drawn once
+    with tracker.run("png") as run_id:
+        tracker.log_png(run_id, png, path)
+    assert Path(MlflowClient().download_artifacts(run_id, path, str(tmp_path))).read_bytes() \
+        == png
+
+
 def test_the_tracking_module_loads_without_matplotlib_or_torch():
     # The store checks of a refused command and `evaluate`'s model load import it: the plots'
     # lock comes with the first figure, not with the module (about 1.5 s of imports).
