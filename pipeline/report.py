@@ -375,8 +375,8 @@ def _log_figures(cfg: ExperimentConfig, outcomes: Sequence, tut: TutorialResult 
             ws, {c: r[0].train_pred for c, r in tut.runs.items()}, notes,
             "The tutorial's protocol: target (red) and the prediction made during training "
             "(blue)")
-    # Drawn once (0.3-0.5 s a figure on 2 cores): the artifact and report.html's copy are the
-    # same bytes.
+    # Drawn once (0.3-0.6 s a figure on the 2-core VMs we measured): the artifact and
+    # report.html's copy are the same bytes.
     pngs = {path: _png(fig) for path, fig in figures.items()}
     for path, png in pngs.items():
         tracker.log_png(job_run_id, png, path)

@@ -349,12 +349,12 @@ class Tracker:
         """Renders ``figure`` (a Figure, or a callable that makes one) to PNG and logs it as an
         artifact of ``run_id``.
 
-        Building and rendering a figure costs 0.3-0.5 s, a fifth of a default trial: with
-        ``background`` both happen in this tracker's figure thread, overlapping the next
-        trial's training (torch releases the GIL inside its kernels, so one thread draws while
-        the other trains). ``wait_for_figures`` waits for them. ``tight`` saves the bounding
-        box of everything drawn, so labels that stick out (Optuna's) are not clipped. Built
-        and drawn holding ``plots.DRAWING``: other threads may be drawing too.
+        Building and rendering a figure costs 0.3-0.6 s on 2 cores: with ``background`` both
+        happen in this tracker's figure thread, overlapping the next trial's training (torch
+        releases the GIL inside its kernels, so one thread draws while the other trains).
+        ``wait_for_figures`` waits for them. ``tight`` saves the bounding box of everything
+        drawn, so labels that stick out (Optuna's) are not clipped. Built and drawn holding
+        ``plots.DRAWING``: other threads may be drawing too.
         """
         save_kwargs = {"bbox_inches": "tight"} if tight else None
 
